@@ -1,0 +1,155 @@
+"""The paper's blocks (v1 Fig. 6 / v2 Fig. 5): networks that map (image, noisy label) to class logits.
+
+A block never sees another block: it takes the image ``x`` and a noisy label embedding ``z`` and
+returns ``C`` logits; the method turns them into ``u_hat = softmax(logits) @ W_embed`` (DT, CT) or
+``v = logits @ W_embed`` (FM).
+
+Image path (both kinds)::
+
+    conv3x3(32)-ReLU-maxpool2-dropout(0.2)
+    conv3x3(64)-ReLU-dropout(0.2)
+    conv3x3(128)-ReLU-maxpool2-dropout(0.2)
+    flatten-FC(256)-[BN for DT | ReLU for CT/FM]
+
+Convolutions are unpadded ("valid"): only that reproduces the paper's parameter counts (v2 Table 5,
+0.92 M per MNIST one-hot DT block). Images too small for three valid convolutions (e.g. the 8x8
+digits) use padding 1 instead; ``conv_padding="auto"`` picks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from noprop.spec import DataSpec
+
+Padding = Literal["auto", "valid", "same"]
+HIDDEN = 256
+DROPOUT = 0.2
+
+
+def resolve_padding(padding: Padding, spec: DataSpec) -> int:
+    """Conv padding in pixels: 0 ("valid", the paper's) unless the image is too small for it."""
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        return 1
+    if padding != "auto":
+        raise ValueError(f"conv padding must be auto, valid or same, got {padding!r}")
+    return 0 if min(spec.height, spec.width) >= 16 else 1
+
+
+class ImageBranch(nn.Module):
+    """Conv stack of the paper's block ending in FC(256) and either BatchNorm (DT) or ReLU (CT/FM)."""
+
+    def __init__(self, spec: DataSpec, *, padding: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.spec = spec
+        self.features = nn.Sequential(
+            nn.Conv2d(spec.channels, 32, 3, padding=padding),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(DROPOUT),
+            nn.Conv2d(32, 64, 3, padding=padding),
+            nn.ReLU(),
+            nn.Dropout(DROPOUT),
+            nn.Conv2d(64, 128, 3, padding=padding),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(DROPOUT),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *spec.image_shape)).shape[1]
+        self.project = nn.Linear(flat, HIDDEN)
+        self.out = nn.BatchNorm1d(HIDDEN) if batch_norm else nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(batch, C, H, W)``, or flat ``(batch, C*H*W)`` for a prototype-shaped label."""
+        if x.dim() == 2:
+            x = x.reshape(x.shape[0], *self.spec.image_shape)
+        return self.out(self.project(self.features(x)))
+
+
+class ResidualLabelBranch(nn.Module):
+    """DT label path: ``h = ReLU(BN(FC(z)))``; ``h + BN(FC(ReLU(BN(FC(h)))))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.inp = nn.Sequential(nn.Linear(dim, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU())
+        self.residual = nn.Sequential(
+            nn.Linear(HIDDEN, HIDDEN),
+            nn.BatchNorm1d(HIDDEN),
+            nn.ReLU(),
+            nn.Linear(HIDDEN, HIDDEN),
+            nn.BatchNorm1d(HIDDEN),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.inp(z)
+        return h + self.residual(h)
+
+
+def _label_branch(spec: DataSpec, dim: int, *, padding: int, batch_norm: bool) -> nn.Module:
+    """A prototype label (``dim`` = image size) goes through its own copy of the conv path."""
+    if dim == spec.image_size and dim > spec.num_classes:
+        return ImageBranch(spec, padding=padding, batch_norm=batch_norm)
+    if batch_norm:
+        return ResidualLabelBranch(dim)
+    return nn.Sequential(nn.Linear(dim, HIDDEN), nn.ReLU())
+
+
+class DTBlock(nn.Module):
+    """NoProp-DT block ``u_hat_t(z_{t-1}, x)``: returns class logits, shape ``(batch, C)``."""
+
+    def __init__(self, spec: DataSpec, embedding_dim: int, *, padding: int) -> None:
+        super().__init__()
+        self.image = ImageBranch(spec, padding=padding, batch_norm=True)
+        self.label = _label_branch(spec, embedding_dim, padding=padding, batch_norm=True)
+        self.head = nn.Sequential(
+            nn.Linear(2 * HIDDEN, 256),
+            nn.BatchNorm1d(256),
+            nn.ReLU(),
+            nn.Linear(256, 128),
+            nn.BatchNorm1d(128),
+            nn.ReLU(),
+            nn.Linear(128, spec.num_classes),
+        )
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.head(torch.cat([self.image(x), self.label(z)], dim=1))
+
+
+def sinusoidal_time_embedding(t: Tensor, dim: int = 64) -> Tensor:
+    """Transformer-style positional embedding of ``t`` in [0, 1] (scaled to [0, 1000])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = 1000.0 * t.float().unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class TimeBlock(nn.Module):
+    """The one time-conditioned block of NoProp-CT and -FM, ``(x, z_t, t) -> logits``; no BatchNorm."""
+
+    TIME_DIM = 64
+
+    def __init__(self, spec: DataSpec, embedding_dim: int, *, padding: int) -> None:
+        super().__init__()
+        self.image = ImageBranch(spec, padding=padding, batch_norm=False)
+        self.label = _label_branch(spec, embedding_dim, padding=padding, batch_norm=False)
+        self.time = nn.Sequential(nn.Linear(self.TIME_DIM, HIDDEN), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Linear(3 * HIDDEN, 256),
+            nn.ReLU(),
+            nn.Linear(256, 128),
+            nn.ReLU(),
+            nn.Linear(128, spec.num_classes),
+        )
+
+    def forward(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
+        """``t``: shape ``(batch,)`` with values in [0, 1]."""
+        time = self.time(sinusoidal_time_embedding(t, self.TIME_DIM))
+        return self.head(torch.cat([self.image(x), self.label(z), time], dim=1))

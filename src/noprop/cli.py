@@ -1,0 +1,182 @@
+"""The ``noprop`` command line: ``train`` and ``evaluate`` (more commands register the same way).
+
+Every user error (bad option value, missing data, occupied run directory, incompatible
+checkpoint) ends with one line on stderr, ``noprop: error: ...``, and exit code 2; no traceback,
+and nothing an earlier run wrote is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from noprop import __version__
+from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, ConfigError, RunConfig
+from noprop.data import DATASETS, DataError, load_dataset
+from noprop.embeddings import EMBEDDING_KINDS
+from noprop.methods import METHODS
+from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
+from noprop.training.checkpoint import CheckpointError
+from noprop.training.trainer import evaluate_accuracy
+
+USER_ERRORS = (ConfigError, DataError, RunDirError, CheckpointError)
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Raised by a command for a one-line error and exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line: ``noprop train: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """Flags for RunConfig fields. Defaults are SUPPRESSed: only given flags override a config."""
+    s = argparse.SUPPRESS
+    p.add_argument("--method", choices=sorted(METHODS), default=s, help="training method (default dt)")
+    p.add_argument("--dataset", choices=DATASETS, default=s, help="dataset (default: embedded digits)")
+    p.add_argument("--data-dir", dest="data_dir", default=s, help="folder holding the dataset's files")
+    p.add_argument("--epochs", type=_positive_int, default=s)
+    p.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=s)
+    p.add_argument("--lr", type=_positive_float, default=s, help="learning rate (paper: 1e-3)")
+    p.add_argument("--weight-decay", dest="weight_decay", type=_nonnegative_float, default=s)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=s)
+    p.add_argument("--block-order", dest="block_order", choices=BLOCK_ORDERS, default=s,
+                   help="sequential: Algorithm 1, a pass per block; interleaved: all blocks per batch")
+    p.add_argument("-T", "--num-blocks", dest="num_blocks", type=_positive_int, default=s,
+                   help="number of blocks / diffusion steps T (DT; default 10)")
+    p.add_argument("--eta", type=_nonnegative_float, default=s, help="denoising loss weight")
+    p.add_argument("--embedding", choices=EMBEDDING_KINDS, default=s, help="class embedding")
+    p.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int, default=s,
+                   help="dimension of learned embeddings (default 20)")
+    p.add_argument("--inference-steps", dest="inference_steps", type=_positive_int, default=s)
+    p.add_argument("--eval-deterministic", dest="eval_deterministic", action="store_true", default=s,
+                   help="evaluate with the noise-free sampler")
+    p.add_argument("--seed", type=int, default=s)
+    p.add_argument("--device", choices=DEVICES, default=s)
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import fields
+
+    names = {f.name for f in fields(RunConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = _config_overrides(args)
+    if args.quiet:
+        overrides["progress"] = False
+    if args.resume:
+        if args.run_dir is None:
+            raise UsageError("--resume needs --run-dir: the run directory to continue")
+        config = RunConfig.from_dict({**saved_config(args.run_dir), **overrides})
+        run_dir = args.run_dir
+    else:
+        config = RunConfig.from_dict(overrides)
+        run_dir = args.run_dir or default_run_dir(config, args.out_dir)
+    trainer, results = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    print(json.dumps({k: results[k] for k in ("method", "dataset", "epochs", "test_accuracy",
+                                             "train_seconds", "samples_per_second",
+                                             "peak_memory_mb", "device")}))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = load_run(args.path)
+    config = run.config
+    data = load_dataset(config.dataset, args.data_dir or config.data_dir)
+    steps_list = args.steps or [config.inference_steps]
+    report = []
+    for steps in steps_list:
+        acc = evaluate_accuracy(
+            run.method, data.test_x, data.test_y, steps=steps,
+            deterministic=args.deterministic or config.eval_deterministic, seed=config.eval_seed,
+        )
+        report.append({"steps": steps, "test_accuracy": acc})
+    for row in report:
+        label = f"steps={row['steps']}: " if row["steps"] is not None else ""
+        print(f"{label}test_accuracy {row['test_accuracy']:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="noprop", description="Train neural networks without back-propagation (NoProp).")
+    parser.add_argument("--version", action="version", version=f"noprop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model (default: NoProp-DT on the embedded digits)")
+    add_config_flags(train)
+    train.add_argument("--run-dir", dest="run_dir", type=Path, default=None,
+                       help="where to write the run (default: runs/<dataset>-<method>-<time>)")
+    train.add_argument("--out-dir", dest="out_dir", type=Path, default=Path("runs"),
+                       help="parent of the default run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="re-evaluate a saved model on its test set")
+    evaluate.add_argument("path", type=Path, help="run directory or checkpoint file")
+    evaluate.add_argument("--data-dir", dest="data_dir", default=None)
+    evaluate.add_argument("--steps", type=_positive_int, nargs="+", default=None,
+                          help="inference step counts to evaluate (CT/FM)")
+    evaluate.add_argument("--deterministic", action="store_true", help="noise-free sampler")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (UsageError, *USER_ERRORS) as err:
+        print(f"noprop: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("noprop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The configuration of a run: one flat dataclass, saved beside every checkpoint and checked on load.
+
+A field left at ``None`` means "the method's own default" (e.g. ``eta`` is 0.1 for NoProp-DT and
+1.0 for NoProp-CT); :meth:`RunConfig.method_hyperparameters` resolves them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+BLOCK_ORDERS = ("sequential", "interleaved")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adamw", "adam")
+
+#: Fields that decide the shapes and meaning of the saved parameters: a checkpoint only loads
+#: into a configuration that agrees on all of them.
+MODEL_FIELDS = ("method", "num_blocks", "embedding", "embedding_dim", "conv_padding")
+
+#: Epochs and batch size when the run does not give them. The paper's batch is 128; the tiny
+#: embedded digits set (1,437 training images) learns faster per second with smaller batches.
+DEFAULT_BUDGET = {"epochs": 10, "batch_size": 128}
+DATASET_BUDGETS = {"digits": {"epochs": 15, "batch_size": 64}}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message says which and how to fix it."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    # what to train, on what
+    method: str = "dt"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    # optimisation (paper: batch 128, lr 1e-3, weight decay 1e-3); None: the dataset's default
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    optimizer: str | None = None
+    #: ``sequential``: Algorithm 1, one pass over the data per block (an epoch is T passes).
+    #: ``interleaved``: every block takes a step on every batch (same work per epoch).
+    block_order: str = "sequential"
+    # method hyperparameters (None: the method's default)
+    num_blocks: int | None = None
+    eta: float | None = None
+    embedding: str | None = None
+    embedding_dim: int | None = None
+    conv_padding: str | None = None
+    schedule_clip: float | None = None
+    inference_steps: int | None = None
+    # evaluation: the paper's sampler is stochastic; the seed makes it repeatable
+    eval_deterministic: bool = False
+    eval_seed: int = 1234
+    # bookkeeping
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "num_blocks", "embedding_dim", "inference_steps")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    def resolved(self) -> RunConfig:
+        """A copy with every ``None`` that has a default filled in (dataset budget, method defaults)."""
+        from noprop.methods import method_class
+
+        cls = method_class(self.method)
+        defaults: dict[str, Any] = {
+            **DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
+            "optimizer": cls.default_optimizer,
+            **cls.hyperparameters,
+        }
+        names = {f.name for f in fields(self)}
+        changes = {k: v for k, v in defaults.items() if k in names and getattr(self, k) is None}
+        return self.replace(**changes)
+
+    def method_hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters this run's method takes, defaults filled in."""
+        from noprop.methods import method_class
+
+        resolved = self.resolved()
+        return {k: getattr(resolved, k, v) for k, v in method_class(self.method).hyperparameters.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def model_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
+    """Human-readable differences in the fields that make two models incompatible."""
+    resolved_now = {**current.resolved().to_dict(), **current.method_hyperparameters()}
+    diffs = []
+    for name in MODEL_FIELDS:
+        if name in saved and name in resolved_now and saved[name] != resolved_now[name]:
+            diffs.append(f"{name}: checkpoint has {saved[name]!r}, this run has {resolved_now[name]!r}")
+    return diffs

@@ -1,0 +1,73 @@
+"""In-memory classification data: the container every loader returns, and the batch iterator.
+
+The paper's datasets fit in memory many times over, so a loader reads the files once into
+tensors and training draws batches from them by index: no worker processes, no per-item Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from noprop.spec import DataSpec
+
+
+class DataError(ValueError):
+    """Data that cannot be used: missing, corrupt or malformed. The message names the problem."""
+
+
+@dataclass
+class ClassificationData:
+    """Normalised float images ``(N, C, H, W)`` and integer labels ``(N,)`` for train and test."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.dim() != 4:
+                raise DataError(f"{self.name}: {split} images must be (N, C, H, W), got {tuple(x.shape)}")
+            if y.dim() != 1 or len(y) != len(x):
+                raise DataError(f"{self.name}: {split} has {len(x)} images but labels of shape {tuple(y.shape)}")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(
+                    f"{self.name}: {split} labels must lie in [0, {self.num_classes - 1}], "
+                    f"found [{int(y.min())}, {int(y.max())}]"
+                )
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(f"{self.name}: train and test images differ in shape")
+
+    @property
+    def spec(self) -> DataSpec:
+        _, c, h, w = self.train_x.shape
+        return DataSpec(channels=c, height=h, width=w, num_classes=self.num_classes)
+
+
+def batches(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(x, y)`` mini-batches; shuffled with ``generator`` so the order is reproducible."""
+    n = len(x)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]
+
+
+def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)

@@ -1,0 +1,29 @@
+"""Training methods behind one interface (:class:`noprop.methods.base.Method`), found by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.dt import NoPropDT
+from noprop.spec import DataSpec
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT,)}
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}") from None
+
+
+def build_method(name: str, spec: DataSpec, hyperparameters: dict[str, Any]) -> Method:
+    """Instantiate method ``name`` with the given hyperparameters (unknown keys are ignored)."""
+    cls = method_class(name)
+    known = {k: v for k, v in hyperparameters.items() if k in cls.hyperparameters and v is not None}
+    return cls(spec, **known)
+
+
+__all__ = ["METHODS", "LossOutput", "Method", "NoPropDT", "TrainingUnit", "build_method",
+           "method_class"]

@@ -1,0 +1,105 @@
+"""The one interface every training method implements: NoProp-DT/CT/FM and every baseline.
+
+The trainer, the benchmark harness, the distributed code and the CLI only ever talk to this
+interface, so they never branch on which method they run. A method is an ``nn.Module`` that
+
+* splits its parameters into named *groups*, each of which gets its own optimizer (so an idle
+  group never moves through momentum or weight decay);
+* lists its *training units*: a local loss plus the groups that loss updates. NoProp-DT has one
+  unit per block (``block3`` updates the groups ``block3`` and ``shared``); backprop has a single
+  unit that updates everything;
+* computes a unit's loss on a batch, and predicts class scores for new inputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from noprop.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class TrainingUnit:
+    """A local loss and the parameter groups one optimisation step on it updates."""
+
+    name: str
+    groups: tuple[str, ...]
+
+
+@dataclass
+class LossOutput:
+    """A unit's scalar loss (to call ``backward`` on) and its named terms, detached, for logging."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module, ABC):
+    """A way to train a classifier: parameter groups, local training units, prediction."""
+
+    #: Short name used on the command line and in results (``dt``, ``backprop``, ...).
+    name: ClassVar[str]
+    #: The paper's optimizer for this method (``adamw`` or ``adam``).
+    default_optimizer: ClassVar[str] = "adamw"
+    #: Method-specific hyperparameters with their defaults; the config may override each one.
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Disjoint named groups of trainable parameters; each gets its own optimizer."""
+
+    @abstractmethod
+    def training_units(self) -> list[TrainingUnit]:
+        """The local losses this method trains, in their natural (paper) order."""
+
+    @abstractmethod
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        """Loss of training unit ``unit`` (an index into :meth:`training_units`) on one batch."""
+
+    @abstractmethod
+    def predict_logits(
+        self,
+        x: Tensor,
+        *,
+        steps: int | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Class scores, shape ``(batch, C)``; the predicted class is their argmax.
+
+        ``steps`` sets the number of sampler steps where the method has a choice (CT, FM);
+        ``deterministic`` drops the sampler's noise; ``generator`` makes the noise reproducible.
+        """
+
+    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:  # noqa: B027 - optional hook
+        """Data-dependent initialisation before training starts (e.g. prototype embeddings)."""
+
+    def readout_logits(
+        self,
+        x: Tensor,
+        *,
+        steps: int | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """Class scores read out after each step of the inference chain (last = prediction).
+
+        Methods without a chain return just the final prediction.
+        """
+        return [
+            self.predict_logits(x, steps=steps, deterministic=deterministic, generator=generator)
+        ]
+
+    def unit_parameters(self, unit: int) -> list[nn.Parameter]:
+        """All parameters a step on ``unit`` may update."""
+        groups = self.parameter_groups()
+        return [p for g in self.training_units()[unit].groups for p in groups[g]]

@@ -1,0 +1,141 @@
+"""NoProp-DT: T blocks, each trained alone to denoise a noisy label embedding (paper Sec. 2.2, Eq. 8).
+
+Training step for block t (one :class:`TrainingUnit`), on a batch ``(x, y)``::
+
+    u_y     = W_embed[y]
+    z_{t-1} ~ q(z_{t-1} | y) = N(sqrt(ab_{t-1}) u_y, (1 - ab_{t-1}) I)     # Eq. 8, not Alg. 1's z_t
+    u_hat   = softmax(block_t(x, z_{t-1})) @ W_embed
+    z_T     ~ q(z_T | y)
+    loss    = CE(classifier(z_T), y)                                       # trains the classifier
+            + KL(q(z_0 | y) || N(0, I))                                    # keeps W_embed bounded
+            + T * eta / 2 * (SNR(t) - SNR(t-1)) * |u_hat - u_y|^2          # summed over d
+
+Block t's graph contains only block t, the classifier and the embedding: nothing links two
+blocks, and the trainer steps only the optimizers of ``block{t}`` and ``shared``.
+
+Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
+
+    z_t = a_t * u_hat_t(z_{t-1}, x) + b_t * z_{t-1} + sqrt(c_t) * eps      (eps = 0 if deterministic)
+
+and classifies ``z_T`` with the linear classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from noprop.blocks import DTBlock, Padding, resolve_padding
+from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.schedules import CosineSchedule, gaussian_prior_kl
+from noprop.spec import DataSpec
+
+
+def embedding_dim_for(kind: EmbeddingKind, spec: DataSpec, learned_dim: int) -> int:
+    """``d`` for each embedding kind: C (one-hot), ``learned_dim``, or the image size (prototype)."""
+    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.image_size}[kind]
+
+
+class NoPropDT(Method):
+    """Discrete-time NoProp with ``num_blocks`` independently trained blocks."""
+
+    name = "dt"
+    default_optimizer = "adamw"
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "num_blocks": 10,
+        "eta": 0.1,
+        "embedding": "onehot",
+        "embedding_dim": 20,
+        "conv_padding": "auto",
+        "schedule_clip": 1e-4,
+    }
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        num_blocks: int = 10,
+        eta: float = 0.1,
+        embedding: EmbeddingKind = "onehot",
+        embedding_dim: int = 20,
+        conv_padding: Padding = "auto",
+        schedule_clip: float = 1e-4,
+    ) -> None:
+        super().__init__(spec)
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks (T) must be >= 1, got {num_blocks}")
+        dim = embedding_dim_for(embedding, spec, embedding_dim)
+        padding = resolve_padding(conv_padding, spec)
+        self.num_blocks = num_blocks
+        self.eta = eta
+        self.schedule = CosineSchedule(num_blocks, clip=schedule_clip)
+        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
+        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
+        self.classifier = nn.Linear(dim, spec.num_classes)
+        self.register_buffer("weights", self.schedule.denoising_weights(eta), persistent=False)
+
+    # -- training -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {f"block{t}": list(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
+        groups["shared"] = list(self.classifier.parameters()) + list(self.embedding.parameters())
+        return groups
+
+    def training_units(self) -> list[TrainingUnit]:
+        return [
+            TrainingUnit(f"block{t}", (f"block{t}", "shared"))
+            for t in range(1, self.num_blocks + 1)
+        ]
+
+    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
+        if self.embedding.kind == "prototype":
+            self.embedding.init_prototypes(train_x, train_y)
+
+    def noisy_label(self, u: Tensor, level: int) -> Tensor:
+        """A sample of ``q(z_level | y) = N(sqrt(ab) u_y, (1 - ab) I)``."""
+        ab = self.schedule.alpha_bar[level]
+        return ab.sqrt() * u + (1.0 - ab).sqrt() * torch.randn_like(u)
+
+    def denoise(self, t: int, x: Tensor, z: Tensor) -> Tensor:
+        """Block t's estimate of the clean label: ``softmax(block_t(x, z)) @ W_embed``."""
+        return F.softmax(self.blocks[t - 1](x, z), dim=-1) @ self.embedding.weight
+
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        t = unit + 1
+        u = self.embedding(y)
+        u_hat = self.denoise(t, x, self.noisy_label(u, t - 1))
+        sq_error = (u_hat - u).pow(2).sum(-1).mean()
+        denoise = self.weights[t - 1] * sq_error
+        ce = F.cross_entropy(self.classifier(self.noisy_label(u, self.num_blocks)), y)
+        kl = gaussian_prior_kl(u, self.schedule.alpha_bar[0]).mean()
+        return LossOutput(
+            loss=ce + kl + denoise,
+            terms={"ce": ce.detach(), "kl": kl.detach(), "denoise": denoise.detach(),
+                   "sq_error": sq_error.detach()},
+        )
+
+    # -- inference ------------------------------------------------------------------------
+    def sample_chain(
+        self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
+        """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
+        shape = (x.shape[0], self.embedding.dim)
+        z = torch.randn(shape, device=x.device, generator=generator)
+        chain = [z]
+        for t in range(1, self.num_blocks + 1):
+            coef = self.schedule.posterior_coefficients(t)
+            z = coef.a * self.denoise(t, x, z) + coef.b * z
+            if not deterministic:
+                z = z + coef.c.sqrt() * torch.randn(shape, device=x.device, generator=generator)
+            chain.append(z)
+        return chain
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        return self.classifier(self.sample_chain(x, deterministic=deterministic, generator=generator)[-1])
+
+    def readout_logits(self, x, *, steps=None, deterministic=False, generator=None) -> list[Tensor]:
+        chain = self.sample_chain(x, deterministic=deterministic, generator=generator)
+        return [self.classifier(z) for z in chain[1:]]
