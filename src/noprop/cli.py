@@ -8,6 +8,7 @@ and nothing an earlier run wrote is touched.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from noprop import __version__
+from noprop.commands import COMMAND_MODULES
 from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, ConfigError, RunConfig
 from noprop.data import DATASETS, DataError, load_dataset
 from noprop.embeddings import EMBEDDING_KINDS
@@ -162,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="inference step counts to evaluate (CT/FM)")
     evaluate.add_argument("--deterministic", action="store_true", help="noise-free sampler")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"noprop.commands.{name}").register(sub)
     return parser
 
 
