@@ -1,33 +1,133 @@
-"""Datasets by name: the embedded digits, MNIST and Fashion-MNIST from IDX files."""
+"""Datasets by name or by path.
+
+Names: ``digits`` (embedded, no files), ``mnist``, ``fashion-mnist``, ``cifar-10``, ``cifar-100``
+and ``cifar-100-coarse``, read from their original files, which are verified against the official
+md5 before use. Paths: a ``.npz`` file or a folder of images per class (:mod:`noprop.data.user`).
+Where the files are looked for and when they are downloaded: :mod:`noprop.data.locate`, docs/data.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from pathlib import Path
 
-from noprop.data.base import ClassificationData, DataError, batches, num_batches
+from noprop.data.base import BatchTransform, ClassificationData, DataError, batches, num_batches
+from noprop.data.catalog import CATALOG, DataFile, DatasetInfo
+from noprop.data.cifar import load_cifar
 from noprop.data.digits import load_digits
+from noprop.data.download import download_dataset
 from noprop.data.idx import load_idx_dataset
+from noprop.data.integrity import file_md5, verify_file
+from noprop.data.locate import Found, find, missing_message, resolve_root
+from noprop.data.user import load_user_data
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> ClassificationData:
-    """Load dataset ``name``; file-based datasets read from ``data_dir``."""
-    loaders: dict[str, Callable[[], ClassificationData]] = {
-        "digits": load_digits,
-        "mnist": lambda: load_idx_dataset("mnist", _require_dir(name, data_dir)),
-        "fashion-mnist": lambda: load_idx_dataset("fashion-mnist", _require_dir(name, data_dir)),
-    }
-    if name not in loaders:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return loaders[name]()
+DATASETS: tuple[str, ...] = ("digits", *CATALOG)
 
 
-def _require_dir(name: str, data_dir: str | Path | None) -> Path:
-    if data_dir is None:
-        raise DataError(f"{name} needs --data-dir: the folder holding its IDX .gz files")
-    return Path(data_dir)
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+) -> ClassificationData:
+    """Load dataset ``name`` (a known name, or the path of a ``.npz`` file / image folder).
+
+    Named datasets are looked for under ``data_dir``, else ``$NOPROP_DATA``, else the per-user
+    cache; only into the cache are missing files downloaded (when ``download``). Every file is
+    checked against its official md5 before it is read.
+    """
+    if name == "digits":
+        return load_digits()
+    if name in CATALOG:
+        return _load_known(CATALOG[name], data_dir, download=download, progress=progress)
+    if is_dataset_path(name):
+        return load_user_data(Path(name).expanduser())
+    raise DataError(unknown_dataset_message(name))
 
 
-__all__ = ["DATASETS", "ClassificationData", "DataError", "batches", "load_dataset", "num_batches"]
+def locate_verified(
+    info: DatasetInfo, data_dir: str | Path | None, *, download: bool = True, progress: bool = True
+) -> Found:
+    """Find ``info``'s files (downloading into the cache if allowed) and verify every one."""
+    root = resolve_root(data_dir)
+    found = find(info, root.path)
+    if found is None:
+        if not (root.is_cache and download):
+            raise DataError(missing_message(info, root))
+        return download_dataset(info, root.path, progress=progress)
+    verify_found(info, found)
+    return found
+
+
+class WrongDatasetError(DataError):
+    """The files found are another known dataset's (MNIST and Fashion-MNIST share file names)."""
+
+
+def verify_found(info: DatasetInfo, found: Found) -> None:
+    """Verify every file of ``found``; a file that is another dataset's official file is reported
+    as such, since the usual cause is a data directory pointing at the wrong dataset folder."""
+    for expected in found.layout.files:
+        path = found.directory / expected.path
+        try:
+            verify_file(path, expected)
+        except DataError:
+            owner = _owner(info, path, expected)
+            if owner is not None:
+                raise WrongDatasetError(
+                    f"{path} is {owner.name}'s {expected.name}, not {info.name}'s: "
+                    f"does the data directory point at the {owner.folder} folder?"
+                ) from None
+            raise
+
+
+def _owner(info: DatasetInfo, path: Path, expected: DataFile) -> DatasetInfo | None:
+    size = path.stat().st_size
+    for other in CATALOG.values():
+        if other.folder == info.folder:
+            continue
+        for f in (f for layout in other.layouts for f in layout.files):
+            if f.name == expected.name and f.size == size and file_md5(path) == f.md5:
+                return other
+    return None
+
+
+def _load_known(info: DatasetInfo, data_dir: str | Path | None, *, download: bool, progress: bool
+                ) -> ClassificationData:
+    found = locate_verified(info, data_dir, download=download, progress=progress)
+    if found.layout.kind == "idx":
+        return load_idx_dataset(info.name, found.directory)
+    if found.layout.kind == "cifar-archive":
+        return load_cifar(info, found.directory / found.layout.files[0].path)
+    return load_cifar(info, found.directory)
+
+
+def is_dataset_path(text: str) -> bool:
+    """Whether ``--dataset text`` means a path (has a separator, ends in .npz, or exists)."""
+    return "/" in text or os.sep in text or text.lower().endswith(".npz") or Path(text).expanduser().exists()
+
+
+def unknown_dataset_message(name: str) -> str:
+    return (f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
+            "or give the path of a .npz file or of a folder of images per class")
+
+
+def check_dataset(name: str) -> str:
+    """``name`` if it names a known dataset or looks like a path; else :class:`DataError`."""
+    if name in DATASETS or is_dataset_path(name):
+        return name
+    raise DataError(unknown_dataset_message(name))
+
+
+__all__ = [
+    "CATALOG",
+    "DATASETS",
+    "BatchTransform",
+    "ClassificationData",
+    "DataError",
+    "WrongDatasetError",
+    "batches",
+    "check_dataset",
+    "load_dataset",
+    "num_batches",
+]

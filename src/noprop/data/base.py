@@ -6,13 +6,17 @@ tensors and training draws batches from them by index: no worker processes, no p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from noprop.spec import DataSpec
+
+#: A per-batch training transform: ``(images (B, C, H, W), generator) -> images``, vectorised over
+#: the batch and drawing all its randomness from ``generator`` so that a seeded run repeats exactly.
+BatchTransform = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 class DataError(ValueError):
@@ -21,7 +25,11 @@ class DataError(ValueError):
 
 @dataclass
 class ClassificationData:
-    """Normalised float images ``(N, C, H, W)`` and integer labels ``(N,)`` for train and test."""
+    """Normalised float images ``(N, C, H, W)`` and integer labels ``(N,)`` for train and test.
+
+    ``train_transform`` is the dataset's training augmentation (CIFAR: random crop and flip), or
+    ``None``; the trainer applies it to each training batch only when the run asks for it.
+    """
 
     name: str
     train_x: Tensor
@@ -29,6 +37,8 @@ class ClassificationData:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
+    train_transform: BatchTransform | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -36,7 +46,9 @@ class ClassificationData:
             if x.dim() != 4:
                 raise DataError(f"{self.name}: {split} images must be (N, C, H, W), got {tuple(x.shape)}")
             if y.dim() != 1 or len(y) != len(x):
-                raise DataError(f"{self.name}: {split} has {len(x)} images but labels of shape {tuple(y.shape)}")
+                raise DataError(
+                    f"{self.name}: {split} has {len(x)} images but labels of shape {tuple(y.shape)}"
+                )
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise DataError(
                     f"{self.name}: {split} labels must lie in [0, {self.num_classes - 1}], "
@@ -59,14 +71,20 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    transform: BatchTransform | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)`` mini-batches; shuffled with ``generator`` so the order is reproducible."""
+    """Yield ``(x, y)`` mini-batches; shuffled with ``generator`` so the order is reproducible.
+
+    ``transform`` (e.g. ``data.train_transform``) is applied to each image batch and draws its
+    randomness from the same ``generator``, after the shuffle, so augmentation is seeded too.
+    """
     n = len(x)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
+        xb = x[idx]
+        yield (transform(xb, generator) if transform is not None else xb), y[idx]
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:

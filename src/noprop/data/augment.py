@@ -1,0 +1,54 @@
+"""The standard CIFAR training augmentation, vectorised over a batch: random crop with padding, and
+a random horizontal flip (as ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``).
+
+The NoProp paper trains without augmentation (v1 §4: "we do not apply any data augmentation"), so
+runs use this only when asked (``--augment``). Images are stored normalised; the padding is filled
+with the normalised value of a black pixel, so the result equals cropping the raw image padded with
+zeros and normalising afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class RandomCropFlip:
+    """``(B, C, H, W) -> (B, C, H, W)``: each image shifted by up to ``padding`` pixels in each
+    direction (exposed border filled with ``fill``) and mirrored left-right with probability 1/2.
+
+    All randomness comes from ``generator``: the same generator state gives the same batch.
+    """
+
+    def __init__(self, padding: int = 4, fill: Sequence[float] = (0.0,)) -> None:
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        self.padding = padding
+        self.fill = tuple(float(v) for v in fill)
+
+    def __repr__(self) -> str:
+        return f"RandomCropFlip(padding={self.padding})"
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        b, c, h, w = x.shape
+        p = self.padding
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).expand(c).view(1, c, 1, 1)
+        padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = x
+        # top-left corner of each crop, and which images to mirror
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        flip = torch.rand(b, generator=generator) < 0.5
+        cols = torch.arange(w)
+        cols = torch.where(flip[:, None], cols.flip(0)[None, :], cols[None, :]) + dx[:, None]  # (B, W)
+        rows = torch.arange(h)[None, :] + dy[:, None]  # (B, H)
+        idx = torch.arange(b)[:, None, None]
+        out = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return out.permute(0, 3, 1, 2).contiguous()
+
+
+def cifar_augmentation(mean: Sequence[float], std: Sequence[float], padding: int = 4) -> RandomCropFlip:
+    """Crop-and-flip for images normalised with ``mean``/``std``; padding is black before normalising."""
+    return RandomCropFlip(padding, fill=[(0.0 - m) / s for m, s in zip(mean, std, strict=True)])

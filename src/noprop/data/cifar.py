@@ -1,0 +1,172 @@
+"""CIFAR-10 and CIFAR-100 from the original "python version": the ``.tar.gz`` archive or its folder.
+
+Each batch file is a pickled dict: ``data`` a ``(N, 3072)`` uint8 array (1024 red, 1024 green,
+1024 blue values of a 32x32 image, row by row) and the labels (``labels`` for CIFAR-10;
+``fine_labels`` and ``coarse_labels`` for CIFAR-100); the meta file holds the class names.
+Unpickling can run code, so the unpickler here accepts nothing but numpy arrays and plain
+containers, and :func:`noprop.data.load_dataset` checks the official md5 before reading.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from noprop.data.augment import cifar_augmentation
+from noprop.data.base import ClassificationData, DataError
+from noprop.data.catalog import CIFAR10_FOLDER, CIFAR100_FOLDER, DatasetInfo
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """File and key names of one CIFAR variant."""
+
+    folder: str
+    archive: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: str
+    names_key: str
+
+
+def cifar_format(variant: str, label_kind: str = "fine") -> CifarFormat:
+    """``variant`` is ``cifar-10`` or ``cifar-100``; ``label_kind`` (CIFAR-100) ``fine`` or ``coarse``."""
+    if variant == "cifar-10":
+        return CifarFormat(CIFAR10_FOLDER, "cifar-10-python.tar.gz",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                           "batches.meta", "labels", "label_names")
+    if variant == "cifar-100":
+        if label_kind not in ("fine", "coarse"):
+            raise DataError(f"CIFAR-100 labels are 'fine' or 'coarse', got {label_kind!r}")
+        return CifarFormat(CIFAR100_FOLDER, "cifar-100-python.tar.gz", ("train",), "test", "meta",
+                           f"{label_kind}_labels", f"{label_kind}_label_names")
+    raise DataError(f"unknown CIFAR variant {variant!r}")
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild numpy arrays and builtin containers, and nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def unpickle(raw: bytes, source: str) -> dict[str, Any]:
+    """A CIFAR pickle as a dict with ``str`` keys (Python 2 pickles are read as latin-1)."""
+    try:
+        obj = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as err:  # any malformed pickle: report it by file name
+        raise DataError(f"{source} is not a readable CIFAR pickle: {err}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{source} is not a CIFAR batch: expected a dict, found {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def read_members(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
+    """The bytes of the batch and meta files, from the archive (one sequential pass) or the folder."""
+    wanted = (*fmt.train, fmt.test, fmt.meta)
+    if path.is_dir():
+        folder = path / fmt.folder if (path / fmt.folder).is_dir() else path
+        missing = [n for n in wanted if not (folder / n).is_file()]
+        if missing:
+            raise DataError(f"missing {', '.join(missing)} in {folder}")
+        return {n: (folder / n).read_bytes() for n in wanted}
+    members = {f"{fmt.folder}/{n}": n for n in wanted}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            for info in tar:
+                if info.name in members and info.isfile():
+                    f = tar.extractfile(info)
+                    assert f is not None
+                    found[members[info.name]] = f.read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"{path} is not a readable .tar.gz archive (corrupt or truncated?): {err}") from None
+    missing = [m for m, n in members.items() if n not in found]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}")
+    return found
+
+
+def read_cifar(path: Path, variant: str, label_kind: str = "fine") -> dict[str, Any]:
+    """Raw arrays from an archive or folder: ``train_x``/``test_x`` uint8 ``(N, 3, 32, 32)``,
+    ``train_y``/``test_y`` int64, ``class_names``. Reads the files as they are (no checksum)."""
+    fmt = cifar_format(variant, label_kind)
+    if not path.exists():
+        raise DataError(f"{variant}: {path} does not exist")
+    raw = read_members(path, fmt)
+
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return _batch(unpickle(raw.pop(name), f"{path}:{name}"), fmt, f"{path}:{name}")
+
+    meta = unpickle(raw[fmt.meta], f"{path}:{fmt.meta}")
+    train = [batch(name) for name in fmt.train]
+    test_x, test_y = batch(fmt.test)
+    names = meta.get(fmt.names_key)
+    if not isinstance(names, list | tuple):
+        raise DataError(f"{path}:{fmt.meta} has no {fmt.names_key!r} list")
+    return {
+        "train_x": np.concatenate([x for x, _ in train]),
+        "train_y": np.concatenate([y for _, y in train]),
+        "test_x": test_x,
+        "test_y": test_y,
+        "class_names": tuple(str(n) for n in names),
+    }
+
+
+def _batch(d: dict[str, Any], fmt: CifarFormat, source: str) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = d.get("data"), d.get(fmt.label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{source}: 'data' must be a (N, 3072) uint8 array, found {shape}")
+    if labels is None:
+        raise DataError(f"{source} has no {fmt.label_key!r}")
+    y = np.asarray(labels, dtype=np.int64)
+    if y.shape != (len(data),):
+        raise DataError(f"{source}: {len(data)} images but {y.shape} labels")
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def load_cifar(info: DatasetInfo, path: Path) -> ClassificationData:
+    """``info`` (cifar-10, cifar-100, cifar-100-coarse) from ``path``: the archive or the folder."""
+    variant = "cifar-10" if info.name == "cifar-10" else "cifar-100"
+    raw = read_cifar(path, variant, info.label_kind)
+    mean = torch.tensor(info.mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.std).view(1, 3, 1, 1)
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32)).mul_(1.0 / 255.0).sub_(mean).div_(std)
+
+    if len(raw["class_names"]) != info.num_classes:
+        raise DataError(
+            f"{path}: meta lists {len(raw['class_names'])} classes, {info.name} has {info.num_classes}"
+        )
+    return ClassificationData(
+        info.name,
+        images(raw["train_x"]),
+        torch.from_numpy(raw["train_y"]),
+        images(raw["test_x"]),
+        torch.from_numpy(raw["test_y"]),
+        num_classes=info.num_classes,
+        train_transform=cifar_augmentation(info.mean, info.std),
+        class_names=raw["class_names"],
+    )

@@ -1,0 +1,198 @@
+"""The user's own data, given as a path in place of a dataset name.
+
+* A ``.npz`` file with ``x`` (images) and ``y`` (integer labels ``0..C-1``); optionally ``x_test``
+  and ``y_test`` (otherwise a fixed, seeded 20 % of the examples is held out for testing) and
+  ``class_names``. Images are ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (channels last
+  is recognised when the last axis is 1, 3 or 4 and the second is not).
+* A folder with one sub-folder of images per class (the sub-folder names, sorted, are the
+  classes), or with ``train/`` and ``test/`` sub-folders each laid out that way. Read with Pillow;
+  all images must have one size; greyscale stays one channel, anything else becomes RGB.
+
+Shapes and the number of classes come from the data. uint8 pixels are scaled to [0, 1]; then each
+channel is standardised with the training set's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noprop.data.base import ClassificationData, DataError
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def load_user_data(path: Path) -> ClassificationData:
+    """A ``.npz`` file or an image folder; errors are one line naming the problem."""
+    if not path.exists():
+        raise DataError(f"dataset path {path} does not exist")
+    if path.is_dir():
+        return load_image_folder(path)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path)
+    raise DataError(f"{path}: a dataset path must be a .npz file or a folder of images per class")
+
+
+# -- .npz ------------------------------------------------------------------------------------
+def load_npz(path: Path) -> ClassificationData:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise DataError(f"{path} is not a readable .npz file: {err}") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path} has no {key!r} array ({'images' if key == 'x' else 'labels'}); "
+                            f"it holds: {', '.join(sorted(arrays)) or 'nothing'}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: give both x_test and y_test, or neither")
+    names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else None
+    x, y = _images(arrays["x"], f"{path}: x"), _labels(arrays["y"], f"{path}: y")
+    if len(x) != len(y):
+        raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    if "x_test" in arrays:
+        xt, yt = _images(arrays["x_test"], f"{path}: x_test"), _labels(arrays["y_test"], f"{path}: y_test")
+        if len(xt) != len(yt):
+            raise DataError(f"{path}: x_test has {len(xt)} images but y_test has {len(yt)} labels")
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"{path}: x_test images are {xt.shape[1:]}, x images are {x.shape[1:]}")
+    else:
+        x, y, xt, yt = _split(x, y, path)
+    return _assemble(path.stem, x, y, xt, yt, names, path)
+
+
+def _images(a: np.ndarray, what: str) -> np.ndarray:
+    """``(N, C, H, W)`` float32 in the array's own scale (uint8 scaled to [0, 1])."""
+    if a.dtype.kind not in "uif" or a.dtype == np.bool_:
+        raise DataError(f"{what} must hold numbers, found dtype {a.dtype}")
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4:
+        if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+            a = a.transpose(0, 3, 1, 2)
+    else:
+        raise DataError(f"{what} must be images (N, H, W), (N, C, H, W) or (N, H, W, C); got shape {a.shape}")
+    if len(a) == 0:
+        raise DataError(f"{what} holds no images")
+    out = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} contains NaN or infinite values")
+    return np.ascontiguousarray(out)
+
+
+def _labels(a: np.ndarray, what: str) -> np.ndarray:
+    if a.ndim != 1:
+        raise DataError(f"{what} must be a 1-D array of class indices, got shape {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise DataError(f"{what} must hold integer class indices 0..C-1, found dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _split(x: np.ndarray, y: np.ndarray, source: Path) -> tuple[np.ndarray, ...]:
+    """A fixed seeded hold-out of ``TEST_FRACTION`` of the examples (at least one)."""
+    if len(x) < 2:
+        raise DataError(f"{source}: need at least 2 examples to hold some out for testing")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = max(1, int(len(x) * TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _assemble(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    xt: np.ndarray,
+    yt: np.ndarray,
+    class_names: tuple[str, ...] | None,
+    source: Path,
+) -> ClassificationData:
+    """Check labels, standardise per channel with training statistics, build the container."""
+    lo = int(min(y.min(), yt.min()))
+    hi = int(max(y.max(), yt.max()))
+    num_classes = len(class_names) if class_names is not None else hi + 1
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"{source}: label {bad} is out of range; labels must be 0..{num_classes - 1}"
+                        + (f" (class_names lists {num_classes} classes)" if class_names is not None else ""))
+    if num_classes < 2:
+        raise DataError(f"{source}: needs at least 2 classes, found {num_classes}")
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    std = np.maximum(x.std(axis=(0, 2, 3), keepdims=True), 1e-6)
+    return ClassificationData(
+        name,
+        torch.from_numpy((x - mean) / std),
+        torch.from_numpy(y),
+        torch.from_numpy((xt - mean) / std),
+        torch.from_numpy(yt),
+        num_classes=num_classes,
+        class_names=class_names,
+    )
+
+
+# -- image folders ---------------------------------------------------------------------------
+def load_image_folder(root: Path) -> ClassificationData:
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        files, classes = _class_files(root / "train")
+        test_files, test_classes = _class_files(root / "test")
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataError(f"{root / 'test'} has classes not in {root / 'train'}: {', '.join(unknown)}")
+        paths = [p for p, _ in files] + [p for p, _ in test_files]
+        images = _read_images(paths)
+        x, xt = images[: len(files)], images[len(files) :]
+        y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
+        yt = np.array([classes.index(c) for _, c in test_files], dtype=np.int64)
+    else:
+        files, classes = _class_files(root)
+        x = _read_images([p for p, _ in files])
+        y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
+        x, y, xt, yt = _split(x, y, root)
+    return _assemble(root.name, x, y, xt, yt, tuple(classes), root)
+
+
+def _class_files(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """``(image path, class name)`` pairs from one sub-folder per class, and the sorted class names."""
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{folder} has no class sub-folders; expected one folder of images per class")
+    pairs = []
+    for d in class_dirs:
+        images = sorted(p for p in d.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images:
+            raise DataError(f"class folder {d} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        pairs += [(p, d.name) for p in images]
+    if len(class_dirs) < 2:
+        raise DataError(f"{folder} has only one class folder ({class_dirs[0].name}); need at least 2 classes")
+    return pairs, [d.name for d in class_dirs]
+
+
+def _read_images(paths: list[Path]) -> np.ndarray:
+    """All images as ``(N, C, H, W)`` float32 in [0, 1]; one size required."""
+    from PIL import Image, UnidentifiedImageError
+
+    loaded = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                loaded.append((p, im.copy()))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"cannot read image {p}: {err}") from None
+    first_path, first = loaded[0]
+    for p, im in loaded:
+        if im.size != first.size:
+            raise DataError(f"images of mixed sizes: {first_path} is {first.size[0]}x{first.size[1]} "
+                            f"but {p} is {im.size[0]}x{im.size[1]}; resize them to one size")
+    mode = "L" if all(im.mode in _GREY_MODES for _, im in loaded) else "RGB"
+    arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for _, im in loaded]
+    x = np.stack(arrays)
+    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
