@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from noprop import __version__
 from noprop.commands import COMMAND_MODULES
 from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, ConfigError, RunConfig
-from noprop.data import DATASETS, DataError, load_dataset
+from noprop.data import DATASETS, DataError, check_dataset, load_dataset
 from noprop.embeddings import EMBEDDING_KINDS
 from noprop.methods import METHODS
 from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
@@ -60,6 +60,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _dataset(text: str) -> str:
+    """A known dataset name or a path (.npz file, image folder); unknown names list the known ones."""
+    try:
+        return check_dataset(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _nonnegative_float(text: str) -> float:
     try:
         value = float(text)
@@ -74,8 +82,12 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     """Flags for RunConfig fields. Defaults are SUPPRESSed: only given flags override a config."""
     s = argparse.SUPPRESS
     p.add_argument("--method", choices=sorted(METHODS), default=s, help="training method (default dt)")
-    p.add_argument("--dataset", choices=DATASETS, default=s, help="dataset (default: embedded digits)")
-    p.add_argument("--data-dir", dest="data_dir", default=s, help="folder holding the dataset's files")
+    p.add_argument("--dataset", type=_dataset, default=s, metavar="NAME|PATH",
+                   help=f"{', '.join(DATASETS)}, or a .npz file or image folder (default: digits)")
+    p.add_argument("--data-dir", dest="data_dir", default=s,
+                   help="data root or dataset folder (default: $NOPROP_DATA, then the per-user cache)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=s,
+                   help="CIFAR training augmentation, random crop + flip (default off, as in the paper)")
     p.add_argument("--epochs", type=_positive_int, default=s)
     p.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=s)
     p.add_argument("--lr", type=_positive_float, default=s, help="learning rate (paper: 1e-3)")

@@ -36,6 +36,9 @@ class RunConfig:
     method: str = "dt"
     dataset: str = "digits"
     data_dir: str | None = None
+    #: Apply the dataset's training augmentation (CIFAR: random crop + flip; others have none).
+    #: Off by default: the paper trains without augmentation (v1 §4).
+    augment: bool = False
     # optimisation (paper: batch 128, lr 1e-3, weight decay 1e-3); None: the dataset's default
     epochs: int | None = None
     batch_size: int | None = None

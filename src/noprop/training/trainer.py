@@ -161,16 +161,18 @@ class Trainer:
     def _schedule(self, epoch: int) -> Iterator[tuple[int, Tensor, Tensor]]:
         """(unit, x, y) triples of one epoch in the configured order; shuffles are seeded."""
         x, y, bs = self.data.train_x, self.data.train_y, self.config.batch_size
+        # the dataset's training augmentation if the run asks for it; seeded by the shuffle's generator
+        aug = self.data.train_transform if self.config.augment else None
 
         def gen(*salt: int) -> torch.Generator:
             return torch.Generator().manual_seed(hash((self.config.seed, epoch, *salt)) % 2**63)
 
         if self.config.block_order == "sequential":
             for unit in range(len(self.units)):
-                for xb, yb in batches(x, y, bs, shuffle=True, generator=gen(unit)):
+                for xb, yb in batches(x, y, bs, shuffle=True, generator=gen(unit), transform=aug):
                     yield unit, xb, yb
         else:
-            for xb, yb in batches(x, y, bs, shuffle=True, generator=gen()):
+            for xb, yb in batches(x, y, bs, shuffle=True, generator=gen(), transform=aug):
                 for unit in range(len(self.units)):
                     yield unit, xb, yb
 
