@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from conftest import make_blobs
 from noprop.cli import build_parser
 from noprop.config import RunConfig
-from noprop.data import batches
+from noprop.data import ClassificationData, batches
 from noprop.data.augment import RandomCropFlip, cifar_augmentation
 from noprop.run import build_for
 from noprop.training.trainer import Trainer
@@ -74,6 +73,13 @@ def test_batches_draws_augmentation_after_the_shuffle_from_one_generator() -> No
     assert all(torch.equal(xb, x[yb] + 1) for xb, yb in out)  # labels untouched, images transformed
 
 
+def _blobs(n_train: int, n_test: int) -> ClassificationData:
+    g = torch.Generator().manual_seed(0)
+    y, yt = torch.arange(n_train) % 4, torch.arange(n_test) % 4
+    return ClassificationData("blobs", torch.randn(n_train, 1, 8, 8, generator=g), y,
+                              torch.randn(n_test, 1, 8, 8, generator=g), yt, num_classes=4)
+
+
 class _Counting:
     def __init__(self) -> None:
         self.images = 0
@@ -84,7 +90,7 @@ class _Counting:
 
 
 def test_trainer_applies_the_transform_only_when_augment_is_on() -> None:
-    data = make_blobs(64, 16)
+    data = _blobs(64, 16)
     data.train_transform = counter = _Counting()
     config = RunConfig(epochs=1, batch_size=32, num_blocks=2, device="cpu", progress=False)
     trainer = Trainer(build_for(config.resolved(), data), data, config)

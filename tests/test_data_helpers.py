@@ -13,6 +13,9 @@ import numpy as np
 
 from noprop.data.catalog import DataFile, Layout
 
+#: ../shared/data relative to the project root: the real MNIST and Fashion-MNIST files.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """A gzip-compressed IDX file of uint8 ``array`` (images ``(N, H, W)`` or labels ``(N,)``)."""
