@@ -21,6 +21,7 @@ from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, ConfigError, RunCon
 from noprop.data import DATASETS, DataError, check_dataset, load_dataset
 from noprop.embeddings import EMBEDDING_KINDS
 from noprop.methods import METHODS
+from noprop.presets import load_preset
 from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
 from noprop.training.checkpoint import CheckpointError
 from noprop.training.trainer import evaluate_accuracy
@@ -122,10 +123,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.run_dir is None:
             raise UsageError("--resume needs --run-dir: the run directory to continue")
+        if args.config:
+            raise UsageError("--config starts a new run; a resumed run keeps its saved configuration")
         config = RunConfig.from_dict({**saved_config(args.run_dir), **overrides})
         run_dir = args.run_dir
     else:
-        config = RunConfig.from_dict(overrides)
+        base = load_preset(args.config).fields if args.config else {}
+        config = RunConfig.from_dict({**base, **overrides})
         run_dir = args.run_dir or default_run_dir(config, args.out_dir)
     trainer, results = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: results[k] for k in ("method", "dataset", "epochs", "test_accuracy",
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model (default: NoProp-DT on the embedded digits)")
+    train.add_argument("--config", default=None, metavar="NAME",
+                       help="start from a shipped experiment config (noprop reproduce --list) or a "
+                            "YAML file; other flags override its fields")
     add_config_flags(train)
     train.add_argument("--run-dir", dest="run_dir", type=Path, default=None,
                        help="where to write the run (default: runs/<dataset>-<method>-<time>)")
