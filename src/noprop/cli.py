@@ -24,10 +24,13 @@ from noprop.methods import METHODS
 from noprop.presets import load_preset
 from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
 from noprop.training.checkpoint import CheckpointError
+from noprop.training.interrupt import TrainingInterrupted
+from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import evaluate_accuracy
 
 USER_ERRORS = (ConfigError, DataError, RunDirError, CheckpointError)
 EXIT_USAGE = 2
+EXIT_NONFINITE = 1  # a NaN/inf stopped training (docs/failure-modes.md)
 
 
 class UsageError(Exception):
@@ -105,6 +108,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-steps", dest="inference_steps", type=_positive_int, default=s)
     p.add_argument("--eval-deterministic", dest="eval_deterministic", action="store_true", default=s,
                    help="evaluate with the noise-free sampler")
+    p.add_argument("--skip-nonfinite", dest="skip_nonfinite", action="store_true", default=s,
+                   help="skip a batch whose loss or gradient is NaN/inf (counted in metrics.csv) "
+                        "instead of stopping; docs/failure-modes.md")
+    p.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=_nonnegative_float, default=s,
+                   help="also checkpoint mid-epoch this often (default 10; 0: only after each epoch)")
     p.add_argument("--seed", type=int, default=s)
     p.add_argument("--device", choices=DEVICES, default=s)
 
@@ -197,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, *USER_ERRORS) as err:
         print(f"noprop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingInterrupted as err:  # checkpointed; 130 for SIGINT, 143 for SIGTERM
+        print(f"noprop: {err}", file=sys.stderr)
+        return err.exit_code
+    except NonFiniteError as err:
+        print(f"noprop: error: {err}", file=sys.stderr)
+        return EXIT_NONFINITE
     except KeyboardInterrupt:
         print("noprop: interrupted", file=sys.stderr)
         return 130

@@ -59,6 +59,13 @@ class RunConfig:
     # evaluation: the paper's sampler is stochastic; the seed makes it repeatable
     eval_deterministic: bool = False
     eval_seed: int = 1234
+    # surviving faults (docs/failure-modes.md)
+    #: Skip a batch whose loss or gradient is NaN/inf (no optimizer step; counted in metrics.csv)
+    #: instead of stopping the run. Costs one host sync per step.
+    skip_nonfinite: bool = False
+    #: Also checkpoint mid-epoch when this many minutes passed since the last checkpoint
+    #: (0: only at the end of each epoch). Bounds the work a killed machine loses.
+    checkpoint_minutes: float = 10.0
     # bookkeeping
     seed: int = 0
     device: str = "auto"
@@ -77,6 +84,8 @@ class RunConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.checkpoint_minutes < 0:
+            raise ConfigError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS}
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -1,11 +1,17 @@
 """A training run on disk: create or resume a run directory, train, and load a finished model back.
 
 The CLI and the Python API both go through here, so a run started from either looks the same.
+A training run holds an exclusive lock on its directory (``.lock``, an OS file lock that dies
+with the process), so a second run pointed at the same directory refuses even with --resume or
+--overwrite while the first is alive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +23,19 @@ from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, load_dataset
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
+from noprop.training.checkpoint import CheckpointError, load_checkpoint, seed_everything
 from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS, Trainer
 
 RUN_FILES = (CHECKPOINT, RESULTS, METRICS, CONFIG)
+LOCK = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the occupancy check below still applies
+    fcntl = None  # type: ignore[assignment]
+
+#: Lock files this process holds, by resolved run directory.
+_HELD: dict[Path, int] = {}
 
 
 class RunDirError(ValueError):
@@ -37,8 +52,69 @@ def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     return path
 
 
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on ``path``, or ``None`` if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _in_use_error(run_dir: Path) -> RunDirError:
+    try:
+        pid = (run_dir / LOCK).read_text().strip() or "?"
+    except OSError:
+        pid = "?"
+    return RunDirError(f"{run_dir} is in use by a running training process (pid {pid}); "
+                       "wait for it or stop it first")
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block; raise :class:`RunDirError` if a live process has it."""
+    key = run_dir.resolve()
+    if fcntl is None or key in _HELD:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = _try_lock(run_dir / LOCK)
+    if fd is None:
+        raise _in_use_error(run_dir)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = fd
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new locker)
+
+
+def _refuse_if_in_use(run_dir: Path) -> None:
+    """Raise if another live process holds ``run_dir``'s lock (a probe: takes and drops it)."""
+    if fcntl is None or run_dir.resolve() in _HELD or not (run_dir / LOCK).is_file():
+        return
+    fd = _try_lock(run_dir / LOCK)
+    if fd is None:
+        raise _in_use_error(run_dir)
+    os.close(fd)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete ``.*.tmp`` files an atomic write left behind when its process was killed."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one directory unless told to resume or overwrite."""
+    """Refuse to mix two runs in one directory unless told to resume or overwrite.
+
+    A directory a live training process holds is refused whatever the flags.
+    """
+    _refuse_if_in_use(run_dir)
     occupied = [f for f in RUN_FILES if (run_dir / f).exists()]
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
@@ -62,7 +138,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
 
 def build_for(config: RunConfig, data: ClassificationData) -> Method:
     """The configured method for this data, seeded and with its data-dependent initialisation."""
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     method = build_method(config.method, data.spec, config.method_hyperparameters())
     method.prepare(data.train_x, data.train_y)
     return method
@@ -78,14 +154,17 @@ def train_run(
 ) -> tuple[Trainer, dict[str, Any]]:
     """Train ``config`` into ``run_dir`` (``None``: keep nothing on disk); return trainer and results."""
     config = config.resolved()
-    if run_dir is not None:
-        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
-    trainer = Trainer(build_for(config, data), data, config, run_dir)
-    if resume:
-        trainer.resume()
-    return trainer, trainer.fit()
+    lock = run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
+    with lock:
+        if run_dir is not None:
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            remove_stale_temporaries(run_dir)
+        if data is None:
+            data = load_dataset(config.dataset, config.data_dir)
+        trainer = Trainer(build_for(config, data), data, config, run_dir)
+        if resume:
+            trainer.resume()
+        return trainer, trainer.fit()
 
 
 @dataclass

@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 CHECKPOINT_FORMAT = 1
@@ -49,6 +51,47 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global random state a training step may draw from: torch CPU, CUDA, numpy, Python.
+
+    Stored as tensors and plain numbers, so ``torch.load(weights_only=True)`` reads it back.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
+    """Undo :func:`capture_rng_state` (a bare tensor, from older checkpoints, is the torch CPU state)."""
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # another GPU count: keep the current device's stream reproducible at least
+            torch.cuda.set_rng_state(cuda[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random`` from one run seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,16 +9,25 @@ are visited in one of two orders:
 
 Both do the same amount of work per epoch. After every epoch the model is evaluated, a row goes to
 ``metrics.csv`` and a checkpoint is written atomically.
+
+Surviving faults (``docs/failure-modes.md``): SIGINT/SIGTERM stop the loop at the next step
+boundary with a checkpoint of the whole state (model, every optimizer, all RNG states, epoch, step
+within the epoch, the epoch's running loss sums), so a resumed run ends bit for bit where an
+uninterrupted one would on CPU: the epoch's data order is a function of (seed, epoch, unit), and
+resuming mid-epoch replays it, skipping the finished steps. A NaN/inf loss term stops the run
+naming the unit, step and term (or, with ``skip_nonfinite``, skips the batch); no checkpoint
+holding a NaN/inf is ever written, so the last good one stays on disk.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import yaml
@@ -33,11 +42,23 @@ from noprop.training.checkpoint import (
     CheckpointError,
     atomic_write_json,
     atomic_write_text,
+    capture_rng_state,
     load_checkpoint,
+    restore_rng_state,
     save_checkpoint,
 )
 from noprop.training.device import peak_memory_mb, reset_peak_memory, resolve_device
+from noprop.training.interrupt import StopRequest, TrainingInterrupted, pause_for_signal, pause_step
 from noprop.training.metrics import MetricsLog
+from noprop.training.nonfinite import (
+    CHECK_EVERY,
+    Fault,
+    NonFiniteError,
+    PendingChecks,
+    describe_values,
+    nonfinite_tensors,
+    step_values,
+)
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
@@ -99,6 +120,42 @@ def readout_accuracies(
     return (correct.double() / len(x)).tolist()
 
 
+class Parallelism:
+    """How this process shares training with other processes; this default trains alone.
+
+    :mod:`noprop.distributed` overrides these hooks for data- and block-parallel training. They
+    speak only of training units and parameter groups, so the loop stays method-agnostic.
+    """
+
+    def units(self, num_units: int) -> list[int]:
+        """The training units this process steps (default: all of them, in order)."""
+        return list(range(num_units))
+
+    def shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """This process's share of a global batch (default: all of it)."""
+        return x, y
+
+    def sync_gradients(self, method: Method, groups: tuple[str, ...]) -> None:
+        """Called between a unit's backward and its optimizer steps (e.g. to all-reduce)."""
+
+    def after_step(self, method: Method) -> None:
+        """Called after every training step."""
+
+    def end_epoch(self, method: Method, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Called at the end of each epoch, inside its timing: make this process's model whole."""
+
+    def describe(self) -> dict[str, Any]:
+        """Extra entries for ``results.json``."""
+        return {}
+
+
+def position(epoch: int, step: int, steps_per_epoch: int) -> str:
+    """Where training stands, for messages: ``epoch`` finished epochs plus ``step`` steps."""
+    if step:
+        return f"epoch {epoch + 1}, step {step} of {steps_per_epoch}"
+    return f"the end of epoch {epoch}" if epoch else "the start"
+
+
 class Trainer:
     """Fits a method on in-memory data, writing metrics, checkpoints and results to ``run_dir``."""
 
@@ -108,6 +165,7 @@ class Trainer:
         data: ClassificationData,
         config: RunConfig,
         run_dir: Path | None = None,
+        parallelism: Parallelism | None = None,
     ) -> None:
         self.config = config = config.resolved()
         self.device = resolve_device(config.device)
@@ -116,15 +174,35 @@ class Trainer:
         self.run_dir = run_dir
         self.optimizers = make_optimizers(method, config)
         self.units = method.training_units()
+        self.parallelism = parallelism or Parallelism()
+        #: The units this process trains (all of them unless block parallel).
+        self.trained_units = self.parallelism.units(len(self.units))
         self.metrics = MetricsLog(run_dir / METRICS if run_dir else None)
         self.epoch = 0
         self.train_seconds = 0.0
+        # progress inside the current epoch, checkpointed so a run can resume mid-epoch
+        self.step = 0
+        self._sums: dict[str, Tensor] = {}
+        self._skipped = 0
+        self._epoch_seconds = 0.0
+        self._epoch_clock = time.perf_counter()
+        self.last_epoch_skipped = 0
+        # fault handling
+        self._stop = StopRequest()
+        self._pending = PendingChecks()
+        self._unit_params = [method.unit_parameters(u) for u in range(len(self.units))]
+        self._buffers = list(method.buffers())
+        self._saved_at: tuple[int, int] | None = None
+        self._last_save = time.monotonic()
+        self._steps_run = 0
+        self._pause = pause_step()
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
         return {**self.config.to_dict(), **self.config.method_hyperparameters()}
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly: at an epoch end or mid-epoch."""
         return {
             "noprop_version": __version__,
             "config": self.resolved_config(),
@@ -132,30 +210,63 @@ class Trainer:
             "model": self.method.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "epoch": self.epoch,
+            "step": self.step,
+            "epoch_sums": {k: torch.as_tensor(v).detach().cpu() for k, v in self._sums.items()},
+            "epoch_skipped": self._skipped,
+            "epoch_seconds": time.perf_counter() - self._epoch_clock if self.step else 0.0,
             "train_seconds": self.train_seconds,
-            "rng": torch.get_rng_state(),
+            "metrics": list(self.metrics.rows),
+            "rng": capture_rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a checkpoint of another model raises, naming the difference."""
         diffs = model_differences(state["config"], self.config)
-        if asdict(self.data.spec) != state["spec"]:
-            diffs.append(f"data shape: checkpoint has {state['spec']}, this run has {asdict(self.data.spec)}")
+        now = asdict(self.data.spec)
+        diffs += [f"{k}: checkpoint has {state['spec'].get(k)!r}, this run has {v!r}"
+                  for k, v in now.items() if state["spec"].get(k) != v]
+        missing = sorted(set(self.optimizers) - set(state["optimizers"]))
+        if missing and not diffs:
+            diffs.append(f"parameter groups: checkpoint lacks {', '.join(missing)}")
         if diffs:
-            raise CheckpointError("checkpoint is from a different configuration: " + "; ".join(diffs))
+            version = state.get("noprop_version", "?")
+            raise CheckpointError(f"checkpoint (noprop {version}) is from a different configuration: "
+                                  + "; ".join(diffs))
         self.method.load_state_dict(state["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.epoch = int(state["epoch"])
+        self.step = int(state.get("step", 0))
+        self._sums = {k: v.to(self.device) for k, v in state.get("epoch_sums", {}).items()}
+        self._skipped = int(state.get("epoch_skipped", 0))
+        self._epoch_seconds = float(state.get("epoch_seconds", 0.0))
         self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["rng"])
+        if "metrics" in state:
+            self.metrics.restore([r for r in state["metrics"] if int(r["epoch"]) <= self.epoch])
+        restore_rng_state(state["rng"])
+        self._saved_at = (self.epoch, self.step)
 
     def resume(self) -> None:
-        """Continue from ``run_dir``'s checkpoint and metrics."""
+        """Continue from ``run_dir``'s checkpoint (and, for older checkpoints, its metrics.csv)."""
         assert self.run_dir is not None
-        self.load_state_dict(load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device))
-        if (self.run_dir / METRICS).is_file():
+        state = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
+        self.load_state_dict(state)
+        if "metrics" not in state and (self.run_dir / METRICS).is_file():
             rows = MetricsLog.read(self.run_dir / METRICS)
             self.metrics.restore([r for r in rows if int(r["epoch"]) <= self.epoch])
+
+    def save_checkpoint(self) -> None:
+        """Write the state to ``run_dir`` atomically, unless it holds a NaN/inf (then raise)."""
+        assert self.run_dir is not None
+        self._raise_pending_fault()
+        bad = nonfinite_tensors(self.method.state_dict().items())
+        if bad:
+            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            at = position(self.epoch, self.step, self.steps_per_epoch())
+            raise NonFiniteError(self._fault_message(f"NaN/inf in the model at {at}: {shown}"))
+        save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+        self._saved_at = (self.epoch, self.step)
+        self._last_save = time.monotonic()
 
     # -- training -------------------------------------------------------------------------
     def _schedule(self, epoch: int) -> Iterator[tuple[int, Tensor, Tensor]]:
@@ -168,71 +279,174 @@ class Trainer:
             return torch.Generator().manual_seed(hash((self.config.seed, epoch, *salt)) % 2**63)
 
         if self.config.block_order == "sequential":
-            for unit in range(len(self.units)):
+            for unit in self.trained_units:
                 for xb, yb in batches(x, y, bs, shuffle=True, generator=gen(unit), transform=aug):
                     yield unit, xb, yb
         else:
             for xb, yb in batches(x, y, bs, shuffle=True, generator=gen(), transform=aug):
-                for unit in range(len(self.units)):
+                for unit in self.trained_units:
                     yield unit, xb, yb
 
-    def train_step(self, unit: int, x: Tensor, y: Tensor) -> dict[str, float]:
-        """One local step: backward on unit's loss, step only the groups it owns."""
+    def train_step(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor] | None:
+        """One local step: backward on unit's loss, step only the groups it owns.
+
+        Returns the loss terms, or ``None`` when ``skip_nonfinite`` dropped a batch whose loss or
+        gradient is NaN/inf: no optimizer step, and the buffers (BatchNorm statistics) as before.
+        """
+        snapshot = [b.clone() for b in self._buffers] if self.config.skip_nonfinite else None
         out = self.method.unit_loss(unit, x, y)
         out.loss.backward()
+        self.parallelism.sync_gradients(self.method, self.units[unit].groups)
+        terms = {"loss": out.loss.detach(), **out.terms}
+        if snapshot is None:  # stop mode: checked in bulk later, without a sync here
+            self._pending.add(self._where(unit), *step_values(terms, x))
+        else:
+            what = describe_values(*step_values(terms, x, (p.grad for p in self._unit_params[unit])))
+            if what is not None:
+                self._skip_batch(unit, snapshot, Fault(*self._where(unit), what=what))
+                self.parallelism.after_step(self.method)
+                return None
         for group in self.units[unit].groups:
             if group in self.optimizers:
                 self.optimizers[group].step()
                 self.optimizers[group].zero_grad(set_to_none=True)
-        return {"loss": out.loss.detach(), **out.terms}
+        self.parallelism.after_step(self.method)
+        return terms
+
+    def _where(self, unit: int) -> tuple[str, int, int, int]:
+        """(unit name, epoch, step, steps per epoch) of the step being taken, 1-based."""
+        return self.units[unit].name, self.epoch + 1, self.step + 1, self.steps_per_epoch()
+
+    def _skip_batch(self, unit: int, snapshot: list[Tensor], fault: Fault) -> None:
+        for p in self._unit_params[unit]:
+            p.grad = None
+        with torch.no_grad():
+            for buffer, saved in zip(self._buffers, snapshot, strict=True):
+                buffer.copy_(saved)
+        self._skipped += 1
+        tqdm.write(f"noprop: skipped a batch: {fault.describe()}", file=sys.stderr)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.trained_units) * num_batches(len(self.data.train_x), self.config.batch_size)
+
+    def _raise_pending_fault(self) -> None:
+        fault = self._pending.first_fault()
+        if fault is not None:
+            raise NonFiniteError(self._fault_message(fault.describe()))
+
+    def _fault_message(self, text: str) -> str:
+        if self.run_dir is None:
+            return f"{text}; no run directory, nothing was saved"
+        if self._saved_at is None:
+            return f"{text}; no checkpoint had been written yet"
+        at = position(*self._saved_at, self.steps_per_epoch())
+        return (f"{text}; the last good checkpoint (at {at}) is kept in {self.run_dir}: fix the cause "
+                "and resume with --resume, or add --skip-nonfinite to skip such batches")
+
+    def _can_save_mid_epoch(self) -> bool:
+        """Mid-epoch state is whole only where this process trains every unit (not block parallel)."""
+        return self.run_dir is not None and len(self.trained_units) == len(self.units)
+
+    def _between_steps(self) -> None:
+        """Before each step: the test pause, a requested stop, the NaN check, the timed checkpoint."""
+        if self._pause is not None and self._steps_run == self._pause[0]:
+            pause_for_signal(self._pause[1], self._stop)
+        if self._stop.requested:
+            self._interrupt()
+        if len(self._pending) >= CHECK_EVERY:
+            self._raise_pending_fault()
+        minutes = self.config.checkpoint_minutes
+        if (minutes and self.step and self._can_save_mid_epoch()
+                and time.monotonic() - self._last_save >= 60 * minutes):
+            self.save_checkpoint()
+
+    def _interrupt(self) -> NoReturn:
+        """Checkpoint where the loop stands (if the state there is whole) and stop."""
+        assert self._stop.signum is not None
+        if self.run_dir is None:
+            raise TrainingInterrupted(self._stop.signum, None, "")
+        if self.step == 0 or self._can_save_mid_epoch():
+            self.save_checkpoint()
+        self._raise_pending_fault()
+        where = position(*(self._saved_at or (0, 0)), self.steps_per_epoch())
+        raise TrainingInterrupted(self._stop.signum, self.run_dir, where)
 
     def train_epoch(self) -> dict[str, float]:
+        """The rest of the current epoch (all of it unless resumed mid-epoch); mean loss terms.
+
+        Sets :attr:`last_epoch_seconds` and :attr:`last_epoch_skipped` for the epoch's metrics.
+        """
         self.method.train()
-        total = len(self.units) * num_batches(len(self.data.train_x), self.config.batch_size)
-        sums: dict[str, Tensor] = {}
+        total = self.steps_per_epoch()
+        self._epoch_clock = time.perf_counter() - self._epoch_seconds
         bar = tqdm(
             total=total,
+            initial=self.step,
             desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
             disable=not self.config.progress,
             leave=False,
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        for unit, xb, yb in self._schedule(self.epoch):
+        for index, (unit, xb, yb) in enumerate(self._schedule(self.epoch)):
+            if index < self.step:
+                continue  # finished before an interruption: same order replayed, step skipped
+            self._between_steps()
+            xb, yb = self.parallelism.shard(xb, yb)
             terms = self.train_step(unit, xb.to(self.device), yb.to(self.device))
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
+            self.step += 1
+            self._steps_run += 1
             bar.update(1)
-            if bar.n % 50 == 0:
+            if terms is None:  # skipped non-finite batch, counted by train_step
+                continue
+            for k, v in terms.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v
+            if self.config.progress and self.step % 50 == 0:
                 bar.set_postfix(unit=self.units[unit].name, loss=f"{float(terms['loss']):.3f}")
         bar.close()
-        return {k: float(v) / total for k, v in sums.items()}
+        self._raise_pending_fault()
+        self.parallelism.end_epoch(self.method, self.optimizers)
+        taken = max(total - self._skipped, 1)
+        means = {k: float(v) / taken for k, v in self._sums.items()}
+        self.last_epoch_seconds = time.perf_counter() - self._epoch_clock
+        self.last_epoch_skipped = self._skipped
+        self.step, self._sums, self._skipped, self._epoch_seconds = 0, {}, 0, 0.0
+        return means
 
     def fit(self) -> dict[str, Any]:
-        """Train up to ``config.epochs`` (continuing from ``self.epoch``) and write the results."""
+        """Train up to ``config.epochs`` (continuing from ``self.epoch``) and write the results.
+
+        Raises :class:`TrainingInterrupted` after checkpointing on SIGINT/SIGTERM, and
+        :class:`NonFiniteError` on a NaN/inf (the last good checkpoint stays as it was).
+        """
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(self.resolved_config()))
         reset_peak_memory(self.device)
         accuracy = float("nan")
-        while self.epoch < self.config.epochs:
-            start = time.perf_counter()
-            terms = self.train_epoch()
-            seconds = time.perf_counter() - start
-            self.train_seconds += seconds
-            self.epoch += 1
-            accuracy = self.evaluate()
-            self.metrics.log({
-                "epoch": self.epoch,
-                **{f"train_{k}": round(v, 6) for k, v in terms.items()},
-                "test_accuracy": accuracy,
-                "epoch_seconds": round(seconds, 3),
-                "samples_per_second": round(len(self.data.train_x) / seconds, 1),
-            })
-            if self.config.progress:
-                tqdm.write(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
-            if self.run_dir is not None:
-                save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+        with self._stop:
+            self._last_save = time.monotonic()
+            while self.epoch < self.config.epochs:
+                if self._stop.requested:
+                    self._interrupt()
+                terms = self.train_epoch()
+                seconds = self.last_epoch_seconds
+                self.train_seconds += seconds
+                self.epoch += 1
+                accuracy = self.evaluate()
+                skipped = {"skipped_steps": self.last_epoch_skipped} if self.config.skip_nonfinite else {}
+                self.metrics.log({
+                    "epoch": self.epoch,
+                    **{f"train_{k}": round(v, 6) for k, v in terms.items()},
+                    **skipped,
+                    "test_accuracy": accuracy,
+                    "epoch_seconds": round(seconds, 3),
+                    "samples_per_second": round(len(self.data.train_x) / seconds, 1),
+                })
+                if self.config.progress:
+                    tqdm.write(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
+                if self.run_dir is not None:
+                    self.save_checkpoint()
         if self.metrics.rows:
             accuracy = float(self.metrics.rows[-1]["test_accuracy"])
         return self._write_results(accuracy)
@@ -242,7 +456,7 @@ class Trainer:
             self.method,
             self.data.test_x,
             self.data.test_y,
-            steps=self.config.inference_steps,
+            steps=self.config.eval_inference_steps or self.config.inference_steps,
             deterministic=self.config.eval_deterministic,
             seed=self.config.eval_seed,
         )
@@ -263,6 +477,7 @@ class Trainer:
             "seed": self.config.seed,
             "num_parameters": sum(p.numel() for p in self.method.parameters()),
             "block_order": self.config.block_order,
+            **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
         if self.run_dir is not None:

@@ -1,0 +1,192 @@
+"""Interrupted and resumed runs end with exactly the parameters of uninterrupted ones (CPU).
+
+The subprocess test is the real thing: ``noprop train`` in its own process, a SIGTERM sent from
+outside while it is mid-epoch, ``--resume``, and every parameter compared with ``torch.equal``.
+To hit a known step instead of racing the loop, the trainer's test hook
+(``NOPROP_TEST_PAUSE_AFTER=<steps>:<file>``, see ``noprop.training.interrupt``) makes the child
+announce itself through a file and wait for the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from noprop.config import RunConfig
+from noprop.data import ClassificationData
+from noprop.run import RunDirError, prepare_run_dir, train_run
+from noprop.training.checkpoint import load_checkpoint
+from noprop.training.interrupt import PAUSE_ENV, TrainingInterrupted
+from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog
+
+TIMING = ("epoch_seconds", "samples_per_second")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: faster on a shared 2-core machine, and the subprocesses use one too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_blobs(n_train: int, n_test: int, *, classes: int, nan_at: int | None = None) -> ClassificationData:
+    """8x8 one-channel images: a class pattern plus noise (``nan_at``: that training image is NaN)."""
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.randn(classes, 1, 8, 8, generator=g)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=g)
+        return patterns[y] + 0.5 * torch.randn(n, 1, 8, 8, generator=g), y
+
+    (tx, ty), (vx, vy) = split(n_train), split(n_test)
+    if nan_at is not None:
+        tx[nan_at] = float("nan")
+    return ClassificationData("blobs", tx, ty, vx, vy, num_classes=classes)
+
+
+def tiny_config(**changes) -> RunConfig:
+    base = {"num_blocks": 2, "epochs": 2, "batch_size": 16, "progress": False, "device": "cpu"}
+    return RunConfig(**{**base, **changes})
+
+
+def write_npz(path: Path, data: ClassificationData) -> Path:
+    """A user dataset file (``--dataset path.npz``) holding ``data``'s train and test splits."""
+    np.savez(path, x=data.train_x.numpy(), y=data.train_y.numpy(),
+             x_test=data.test_x.numpy(), y_test=data.test_y.numpy())
+    return path
+
+
+def assert_same_parameters(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"differ after resume: {different[:5]}"
+
+
+def assert_same_metrics(dir_a: Path, dir_b: Path) -> None:
+    rows_a, rows_b = MetricsLog.read(dir_a / METRICS), MetricsLog.read(dir_b / METRICS)
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in rows] for rows in (rows_a, rows_b)]
+    assert strip[0] == strip[1]
+
+
+def interrupt_in_process(config: RunConfig, run_dir: Path, data: ClassificationData, *, after: int,
+                         signum: int, monkeypatch: pytest.MonkeyPatch) -> TrainingInterrupted:
+    """Train until ``after`` steps, deliver a real ``signum`` to this process, return the exception."""
+    ready = run_dir.parent / f"{run_dir.name}.ready"
+    monkeypatch.setenv(PAUSE_ENV, f"{after}:{ready}")
+
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send, daemon=True).start()
+    with pytest.raises(TrainingInterrupted) as info:
+        train_run(config, run_dir, data=data)
+    monkeypatch.delenv(PAUSE_ENV)
+    return info.value
+
+
+def test_same_seed_gives_identical_parameters_on_cpu():
+    data = make_blobs(32, 8, classes=3)
+    first, _ = train_run(tiny_config(epochs=1), None, data=data)
+    second, _ = train_run(tiny_config(epochs=1), None, data=data)
+    assert_same_parameters(first.method.state_dict(), second.method.state_dict())
+    other, _ = train_run(tiny_config(epochs=1, seed=1), None, data=data)
+    assert not torch.equal(first.method.state_dict()["classifier.weight"],
+                           other.method.state_dict()["classifier.weight"])
+
+
+@pytest.mark.parametrize(("block_order", "signum", "skip_nonfinite"), [
+    ("sequential", signal.SIGINT, False),
+    ("interleaved", signal.SIGTERM, True),
+])
+def test_signal_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monkeypatch, block_order, signum,
+                                                                skip_nonfinite):
+    data = make_blobs(32, 8, classes=3)
+    config = tiny_config(block_order=block_order, skip_nonfinite=skip_nonfinite)
+    whole, _ = train_run(config, tmp_path / "whole", data=data)
+
+    handler_before = signal.getsignal(signum)
+    stopped = interrupt_in_process(config, tmp_path / "cut", data, after=3, signum=signum,
+                                   monkeypatch=monkeypatch)
+    assert stopped.exit_code == 128 + signum
+    assert f"resume with: noprop train --run-dir {tmp_path / 'cut'} --resume" in str(stopped)
+    state = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
+    assert (state["epoch"], state["step"]) == (0, 3)  # mid-epoch: 4 steps per epoch
+    assert signal.getsignal(signum) is handler_before  # the trainer put the old handler back
+
+    resumed, _ = train_run(config, tmp_path / "cut", data=data, resume=True)
+    assert_same_parameters(whole.method.state_dict(), resumed.method.state_dict())
+    for name, opt in whole.optimizers.items():
+        mine, theirs = opt.state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
+        for p, q in zip(mine.values(), theirs.values(), strict=True):
+            assert all(torch.equal(p[k], q[k]) for k in p)
+    assert_same_metrics(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_signal_at_epoch_boundary_resumes_from_that_epoch(tmp_path, monkeypatch):
+    data = make_blobs(32, 8, classes=3)
+    config = tiny_config()
+    whole, _ = train_run(config, tmp_path / "whole", data=data)
+    interrupt_in_process(config, tmp_path / "cut", data, after=4, signum=signal.SIGTERM,
+                         monkeypatch=monkeypatch)
+    assert (load_checkpoint(tmp_path / "cut" / CHECKPOINT)["step"]) == 0
+    resumed, _ = train_run(config, tmp_path / "cut", data=data, resume=True)
+    assert_same_parameters(whole.method.state_dict(), resumed.method.state_dict())
+
+
+def _noprop(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    base.pop(PAUSE_ENV, None)
+    return subprocess.Popen([sys.executable, "-m", "noprop", "train", *args], env={**base, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_to_noprop_train_then_resume_ends_with_uninterrupted_parameters(tmp_path):
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "2", "--batch-size", "16",
+             "--device", "cpu", "-q"]
+    ready = tmp_path / "ready"
+    whole = _noprop(*flags, "--run-dir", str(tmp_path / "whole"))
+    cut = _noprop(*flags, "--run-dir", str(tmp_path / "cut"), env={PAUSE_ENV: f"3:{ready}"})
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert cut.poll() is None, cut.communicate()
+            assert time.monotonic() < deadline, "the child never reached step 3"
+            time.sleep(0.02)
+        # while it runs, the directory is locked against a second run, whatever the flags
+        for flags_ in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
+            with pytest.raises(RunDirError, match="in use by a running training process"):
+                prepare_run_dir(tmp_path / "cut", **flags_)
+        cut.send_signal(signal.SIGTERM)
+        _, err = cut.communicate(timeout=120)
+    finally:
+        cut.kill()
+    assert cut.returncode == 143, err
+    assert f"resume with: noprop train --run-dir {tmp_path / 'cut'} --resume" in err
+    assert "Traceback" not in err
+
+    resume = _noprop("--run-dir", str(tmp_path / "cut"), "--resume", "-q")
+    err = resume.communicate(timeout=300)[1]
+    assert resume.returncode == 0, err
+    err = whole.communicate(timeout=300)[1]
+    assert whole.returncode == 0, err
+
+    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)
+    b = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
+    assert (a["epoch"], b["epoch"]) == (2, 2)
+    assert_same_parameters(a["model"], b["model"])
+    assert_same_metrics(tmp_path / "whole", tmp_path / "cut")
