@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.dt import NoPropDT
+from noprop.methods.forward_forward import ForwardForward
+from noprop.methods.local import LocalLearning
 from noprop.spec import DataSpec
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT,)}
+
+#: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
+METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning)})
 
 
 def method_class(name: str) -> type[Method]:

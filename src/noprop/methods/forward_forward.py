@@ -1,0 +1,118 @@
+"""Forward-Forward (Hinton 2022, "The Forward-Forward Algorithm: Some Preliminary Investigations").
+
+What we follow from the paper's supervised MNIST experiment (Sec. 3.3):
+
+* the label is part of the input: the first ``C`` values of the flattened image are replaced by
+  a one-hot code of a label (MNIST's top border is blank, so no information is lost there);
+* a stack of fully connected ReLU layers (the paper: 4 hidden layers of 2000 units);
+* each layer's *goodness* is the sum of its squared activities, and
+  ``p(positive) = sigmoid(goodness - theta)``; the layer's local loss is the logistic loss that
+  pushes goodness above ``theta`` for positive data (image, true label) and below it for negative
+  data (image, wrong label);
+* between layers the activity vector is normalised in length, so a layer cannot read the previous
+  layer's goodness and must use the orientation; no gradient crosses layers;
+* prediction: run the net once per candidate label and pick the label with the highest goodness
+  accumulated over all hidden layers but the first.
+
+Choices where the paper is silent or we simplify (documented in docs/benchmarks.md):
+
+* negative labels are drawn uniformly among the wrong classes (the paper also tries "hard"
+  negatives picked by the network's own predictions; we do not);
+* ``theta`` is the layer width, i.e. the mean squared activity is pushed above/below 1; the length
+  normalisation rescales to unit root-mean-square (mean square 1 per input value) rather than unit
+  length, which keeps inputs O(1) whatever the width; the image itself is normalised the same way;
+* all layers learn simultaneously on every batch (as in the paper), so the method has ONE
+  training unit whose loss is the sum of the per-layer losses; inputs are detached between
+  layers, so each layer's gradient comes from its own loss only, and every layer has its own
+  parameter group and optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.spec import DataSpec
+
+#: Hinton's MNIST network: 4 hidden layers of 2000 ReLUs.
+PAPER_HIDDEN = (2000, 2000, 2000, 2000)
+
+
+def embed_label(x: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Flattened images with their first ``num_classes`` values replaced by ``one_hot(labels)``."""
+    flat = x.reshape(x.shape[0], -1).clone()
+    flat[:, :num_classes] = F.one_hot(labels, num_classes).to(flat.dtype)
+    return flat
+
+
+def rms_normalise(h: Tensor, eps: float = 1e-6) -> Tensor:
+    """Scale each row to unit root-mean-square: only the direction of the activity vector remains."""
+    return h / (h.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+
+
+def goodness(h: Tensor) -> Tensor:
+    """Sum of squared activities per example, shape ``(batch,)``."""
+    return h.pow(2).sum(dim=1)
+
+
+class ForwardForward(Method):
+    """A ReLU MLP trained layer by layer with Hinton's Forward-Forward local losses."""
+
+    name = "ff"
+    default_optimizer = "adam"
+    #: The layer sizes are fixed at the paper's; the constructor takes others (tests use tiny ones).
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, spec: DataSpec, *, hidden: Sequence[int] = PAPER_HIDDEN) -> None:
+        super().__init__(spec)
+        if spec.image_size <= spec.num_classes:
+            raise ValueError(
+                f"Forward-Forward writes the label into the first {spec.num_classes} input values; "
+                f"images of {spec.image_size} values are too small"
+            )
+        if not hidden:
+            raise ValueError("Forward-Forward needs at least one hidden layer")
+        sizes = [spec.image_size, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {f"layer{i}": list(layer.parameters()) for i, layer in enumerate(self.layers, start=1)}
+
+    def training_units(self) -> list[TrainingUnit]:
+        return [TrainingUnit("layers", tuple(self.parameter_groups()))]
+
+    def activities(self, x: Tensor, labels: Tensor) -> list[Tensor]:
+        """Each hidden layer's ReLU activity for images ``x`` shown with ``labels``.
+
+        The input of every layer is detached: no gradient ever crosses a layer.
+        """
+        h = embed_label(x, labels, self.spec.num_classes)
+        out = []
+        for layer in self.layers:
+            h = F.relu(layer(rms_normalise(h.detach())))
+            out.append(h)
+        return out
+
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        offset = torch.randint(1, self.spec.num_classes, y.shape, device=y.device)
+        wrong = (y + offset) % self.spec.num_classes  # uniform over the other classes
+        losses = []
+        for pos, neg in zip(self.activities(x, y), self.activities(x, wrong), strict=True):
+            theta = pos.shape[1]
+            losses.append(F.softplus(theta - goodness(pos)).mean() + F.softplus(goodness(neg) - theta).mean())
+        loss = torch.stack(losses).sum()
+        return LossOutput(loss=loss, terms={f"layer{i}": v.detach() for i, v in enumerate(losses, start=1)})
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        """Accumulated goodness per candidate label, shape ``(batch, C)``."""
+        batch, classes = x.shape[0], self.spec.num_classes
+        labels = torch.arange(classes, device=x.device).repeat(batch)
+        acts = self.activities(x.repeat_interleave(classes, dim=0), labels)
+        counted = acts[1:] if len(acts) > 1 else acts  # the paper skips the first hidden layer
+        return torch.stack([goodness(h) for h in counted]).sum(0).reshape(batch, classes)

@@ -1,0 +1,88 @@
+"""Local supervised learning with auxiliary classifier heads (greedy / decoupled greedy learning).
+
+The network is the image branch of NoProp's block cut into four blocks::
+
+    block1: conv3x3(32)-ReLU-maxpool-dropout     head1: avgpool(2x2)-flatten-linear(C)
+    block2: conv3x3(64)-ReLU-dropout             head2: avgpool(2x2)-flatten-linear(C)
+    block3: conv3x3(128)-ReLU-maxpool-dropout    head3: avgpool(2x2)-flatten-linear(C)
+    block4: flatten-FC(256)-BN-ReLU              head4: linear(C)
+
+Block k is trained only by the cross-entropy of its own head, on the *detached* output of block
+k-1 (Belilovsky, Eickenberg & Oyallon, "Greedy layerwise learning can scale to ImageNet", 2019,
+and "Decoupled greedy learning of CNNs", 2020). Each block with its head is one
+:class:`TrainingUnit`, so the trainer's block orders give both variants:
+
+* ``sequential``: per epoch, a pass over the data for block 1, then block 2, ... (greedy);
+* ``interleaved``: every block steps on every batch (decoupled greedy learning, DGL).
+
+The auxiliary heads follow DGL's spatial averaging to 2x2, reduced to a single linear layer.
+The prediction is the last head's; :meth:`readout_logits` gives every head's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from noprop.blocks import HIDDEN, ImageBranch, Padding, resolve_padding
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.spec import DataSpec
+
+
+def _conv_head(channels: int, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, num_classes))
+
+
+class LocalLearning(Method):
+    """Four blocks, each trained greedily through its own auxiliary classifier head."""
+
+    name = "local"
+    default_optimizer = "adamw"
+    hyperparameters: ClassVar[dict[str, Any]] = {"conv_padding": "auto"}
+
+    def __init__(self, spec: DataSpec, *, conv_padding: Padding = "auto") -> None:
+        super().__init__(spec)
+        branch = ImageBranch(spec, padding=resolve_padding(conv_padding, spec), batch_norm=True)
+        # features: conv relu pool drop | conv relu drop | conv relu pool drop | flatten
+        f = list(branch.features)
+        self.blocks = nn.ModuleList([
+            nn.Sequential(*f[0:4]),
+            nn.Sequential(*f[4:7]),
+            nn.Sequential(*f[7:11]),
+            nn.Sequential(f[11], branch.project, branch.out, nn.ReLU()),
+        ])
+        self.heads = nn.ModuleList([
+            _conv_head(32, spec.num_classes),
+            _conv_head(64, spec.num_classes),
+            _conv_head(128, spec.num_classes),
+            nn.Linear(HIDDEN, spec.num_classes),
+        ])
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            f"block{k}": [*block.parameters(), *head.parameters()]
+            for k, (block, head) in enumerate(zip(self.blocks, self.heads, strict=True), start=1)
+        }
+
+    def training_units(self) -> list[TrainingUnit]:
+        return [TrainingUnit(f"block{k}", (f"block{k}",)) for k in range(1, len(self.blocks) + 1)]
+
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        with torch.no_grad():  # earlier blocks only provide the input; they get no gradient
+            for block in self.blocks[:unit]:
+                x = block(x)
+        ce = F.cross_entropy(self.heads[unit](self.blocks[unit](x)), y)
+        return LossOutput(loss=ce, terms={"ce": ce.detach()})
+
+    def readout_logits(self, x, *, steps=None, deterministic=False, generator=None) -> list[Tensor]:
+        out = []
+        for block, head in zip(self.blocks, self.heads, strict=True):
+            x = block(x)
+            out.append(head(x))
+        return out
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        return self.readout_logits(x)[-1]

@@ -1,0 +1,128 @@
+"""The baselines: backprop through the block chain, the plain CNN, Forward-Forward, local learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_blobs
+
+from noprop.config import RunConfig
+from noprop.methods import METHODS, BackpropChain, ForwardForward, LocalLearning, PlainCNN
+from noprop.methods.forward_forward import embed_label, goodness
+from noprop.training.trainer import Trainer, evaluate_accuracy
+
+SPEC = make_blobs().spec
+
+
+def tiny(name: str):
+    """Each baseline at a size that trains in a second on 2 CPU cores."""
+    torch.manual_seed(0)
+    return {
+        "backprop": lambda: BackpropChain(SPEC, num_blocks=2),
+        "cnn": lambda: PlainCNN(SPEC),
+        "ff": lambda: ForwardForward(SPEC, hidden=(64, 64, 64)),
+        "local": lambda: LocalLearning(SPEC),
+    }[name]()
+
+
+def test_baselines_are_registered_by_name():
+    for name, cls in {"backprop": BackpropChain, "cnn": PlainCNN, "ff": ForwardForward,
+                      "local": LocalLearning}.items():
+        assert METHODS[name] is cls
+
+
+#: Epochs on 128 blob images (8 steps each) at lr 1e-2. The backprop chain learns slowly at first
+#: (its linear classifier reads a mixture of softmax outputs); Forward-Forward's deeper layers,
+#: whose goodness makes the prediction, lag behind the first.
+EPOCHS = {"backprop": 6, "cnn": 3, "ff": 12, "local": 3}
+
+
+@pytest.mark.parametrize("name", ["backprop", "cnn", "ff", "local"])
+def test_baseline_learns_tiny_data_well_above_chance(name):
+    data = make_blobs(n_train=128, n_test=256)  # 4 classes: chance is 0.25
+    method = tiny(name)
+    config = RunConfig(method=name, dataset="blobs", epochs=EPOCHS[name], batch_size=16, lr=1e-2,
+                       progress=False, block_order="interleaved")
+    before = evaluate_accuracy(method, data.test_x, data.test_y)
+    results = Trainer(method, data, config).fit()
+    assert results["test_accuracy"] > 0.6, f"{name}: {before:.2f} -> {results['test_accuracy']:.2f}"
+
+
+def test_backprop_gradient_reaches_every_block_and_mixing_weight():
+    method = tiny("backprop")
+    x, y = make_blobs(n_train=16).train_x, make_blobs(n_train=16).train_y
+    assert len(method.training_units()) == 1
+    method.unit_loss(0, x, y).loss.backward()
+    for t, block in enumerate(method.blocks, start=1):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()), t
+    assert method.mix_logits.grad is not None and (method.mix_logits.grad != 0).all()
+
+
+def test_backprop_has_dt_blocks_plus_one_mixing_weight_per_block():
+    from noprop.methods import NoPropDT
+
+    torch.manual_seed(0)
+    dt = NoPropDT(SPEC, num_blocks=3)
+    bp = BackpropChain(SPEC, num_blocks=3)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(bp) == count(dt) + 3
+
+
+def test_backprop_readout_is_one_prediction_per_block_and_last_is_the_prediction():
+    method = tiny("backprop").eval()
+    x = make_blobs(n_train=8).train_x
+    outs = method.readout_logits(x, deterministic=True)
+    assert len(outs) == 2
+    torch.testing.assert_close(outs[-1], method.predict_logits(x, deterministic=True))
+
+
+def test_forward_forward_writes_the_label_into_the_first_pixels():
+    x = torch.full((2, 1, 8, 8), 5.0)
+    flat = embed_label(x, torch.tensor([1, 3]), 4)
+    assert flat[0, :4].tolist() == [0, 1, 0, 0] and flat[1, :4].tolist() == [0, 0, 0, 1]
+    assert (flat[:, 4:] == 5.0).all()
+
+
+def test_forward_forward_layer_loss_gives_no_gradient_to_earlier_layers():
+    method = tiny("ff")
+    x, y = make_blobs(n_train=16).train_x, make_blobs(n_train=16).train_y
+    h = method.activities(x, y)
+    goodness(h[2]).sum().backward()
+    assert method.layers[0].weight.grad is None and method.layers[1].weight.grad is None
+    assert method.layers[2].weight.grad is not None
+
+
+def test_forward_forward_predicts_label_with_highest_goodness_skipping_first_layer():
+    method = tiny("ff").eval()
+    x = make_blobs(n_train=4).train_x
+    scores = method.predict_logits(x)
+    assert scores.shape == (4, SPEC.num_classes)
+    for c in range(SPEC.num_classes):
+        acts = method.activities(x, torch.full((4,), c))
+        torch.testing.assert_close(scores[:, c], goodness(acts[1]) + goodness(acts[2]))
+
+
+def test_local_units_train_only_their_own_block_and_head():
+    method = tiny("local")
+    x, y = make_blobs(n_train=16).train_x, make_blobs(n_train=16).train_y
+    groups = method.parameter_groups()
+    assert [u.groups for u in method.training_units()] == [(f"block{k}",) for k in range(1, 5)]
+    method.unit_loss(2, x, y).loss.backward()
+    for name, params in groups.items():
+        has_grad = any(p.grad is not None for p in params)
+        assert has_grad == (name == "block3"), name
+
+
+def test_local_readout_gives_every_head_and_last_is_the_prediction():
+    method = tiny("local").eval()
+    x = make_blobs(n_train=8).train_x
+    outs = method.readout_logits(x)
+    assert len(outs) == 4 and all(o.shape == (8, SPEC.num_classes) for o in outs)
+    torch.testing.assert_close(outs[-1], method.predict_logits(x))
+
+
+def test_plain_cnn_is_one_unit_updating_all_parameters():
+    method = tiny("cnn")
+    unit = method.training_units()
+    assert len(unit) == 1
+    assert len(method.unit_parameters(0)) == len(list(method.parameters()))
