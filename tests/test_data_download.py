@@ -120,6 +120,24 @@ def test_missing_dataset_is_downloaded_into_the_user_cache(
     assert all((cached / n).read_bytes() == b for n, b in FILES.items())
 
 
+def test_offline_cache_error_says_what_is_missing_where_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = layout_for(FILES, mirrors=("http://127.0.0.1:9/",))  # nobody listens on port 9
+    monkeypatch.setitem(CATALOG, "mnist", dataclasses.replace(CATALOG["mnist"], layouts=(layout,)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("NOPROP_DATA", raising=False)
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", progress=False)
+    cache = tmp_path / "noprop" / "data"
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"mnist: no data found (looked in {cache} and {cache / 'mnist'}")
+    assert f"put the official files in {cache / 'mnist'}" in msg
+    assert "downloading failed: could not download train-images-idx3-ubyte.gz" in msg
+    assert list((cache / "mnist").iterdir()) == []
+
+
 def test_explicit_data_dir_is_never_downloaded_into(served_mnist: None, tmp_path: Path) -> None:
     _Handler.requests.clear()
     with pytest.raises(DataError, match="noprop data download mnist --data-dir"):

@@ -55,7 +55,10 @@ def locate_verified(
     if found is None:
         if not (root.is_cache and download):
             raise DataError(missing_message(info, root))
-        return download_dataset(info, root.path, progress=progress)
+        try:
+            return download_dataset(info, root.path, progress=progress)
+        except DataError as err:  # offline, or every mirror failed: say what is missing and where
+            raise DataError(f"{missing_message(info, root)}; downloading failed: {err}") from None
     verify_found(info, found)
     return found
 
