@@ -1,3 +1,19 @@
-"""noprop: training neural networks without back-propagation across blocks (NoProp, arXiv 2503.24322)."""
+"""noprop: training neural networks without back-propagation across blocks (NoProp, arXiv 2503.24322).
+
+Quick start::
+
+    from noprop import Classifier
+    clf = Classifier(method="dt", epochs=5).fit(x_train, y_train)
+    clf.predict(x_test)
+
+The building blocks live in sub-modules: :mod:`noprop.schedules`, :mod:`noprop.embeddings`,
+:mod:`noprop.blocks`, :mod:`noprop.methods`, :mod:`noprop.data`, :mod:`noprop.training`.
+"""
 
 __version__ = "0.1.0"
+
+from noprop.api import Classifier  # noqa: E402  (needs __version__ defined first)
+from noprop.config import RunConfig  # noqa: E402
+from noprop.spec import DataSpec  # noqa: E402
+
+__all__ = ["Classifier", "DataSpec", "RunConfig", "__version__"]

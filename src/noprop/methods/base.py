@@ -80,7 +80,7 @@ class Method(nn.Module, ABC):
         ``deterministic`` drops the sampler's noise; ``generator`` makes the noise reproducible.
         """
 
-    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:  # noqa: B027 - optional hook
+    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         """Data-dependent initialisation before training starts (e.g. prototype embeddings)."""
 
     def readout_logits(

@@ -1,0 +1,82 @@
+"""The ``noprop`` command line: a tiny run end to end, its files, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noprop.cli import main
+
+TINY = ["-T", "2", "--epochs", "1", "--batch-size", "128", "--quiet"]
+RESULT_KEYS = {"method", "dataset", "epochs", "test_accuracy", "train_seconds", "samples_per_second",
+               "peak_memory_mb", "device", "torch_version", "seed"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_train_writes_results_metrics_config_and_checkpoint(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert set(results) >= RESULT_KEYS
+    assert results["dataset"] == "digits" and results["method"] == "dt" and results["epochs"] == 1
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert results["train_seconds"] > 0 and results["samples_per_second"] > 0
+    lines = (tiny_run / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 2
+    assert (tiny_run / "checkpoint.pt").is_file() and (tiny_run / "config.yaml").is_file()
+
+
+def test_evaluate_reproduces_the_reported_accuracy(tiny_run: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run)]) == 0
+    reported = json.loads((tiny_run / "results.json").read_text())["test_accuracy"]
+    assert f"test_accuracy {reported:.4f}" in capsys.readouterr().out
+
+
+def test_resume_continues_from_the_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumed"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    assert main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", "2", "--quiet"]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == 2
+    assert [r.split(",")[0] for r in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
+def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) -> None:
+    before = {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()}
+    assert main(["train", *TINY, "--run-dir", str(tiny_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a run" in err and "--resume" in err and "\n" not in err
+    assert before == {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "imagenet-42"], "imagenet-42"),
+        (["train", "--method", "magic"], "magic"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--batch-size", "-3"], "--batch-size"),
+        (["train", "-T", "0"], "num-blocks"),
+        (["train", "--embedding", "sparse"], "sparse"),
+        (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        (["train", "--resume"], "--run-dir"),
+        (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_code_2(argv: list[str], message: str, tmp_path: Path
+                                                        ) -> None:
+    proc = subprocess.run([sys.executable, "-m", "noprop", *argv], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert message in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("results.json"))
