@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from noprop import __version__
 from noprop.commands import COMMAND_MODULES
-from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, ConfigError, RunConfig
+from noprop.config import BLOCK_ORDERS, DEVICES, OPTIMIZERS, PARALLEL_MODES, ConfigError, RunConfig
 from noprop.data import DATASETS, DataError, check_dataset, load_dataset
 from noprop.embeddings import EMBEDDING_KINDS
 from noprop.methods import METHODS
@@ -113,6 +113,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                         "instead of stopping; docs/failure-modes.md")
     p.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=_nonnegative_float, default=s,
                    help="also checkpoint mid-epoch this often (default 10; 0: only after each epoch)")
+    p.add_argument("--parallel", choices=PARALLEL_MODES, default=s,
+                   help="with --nproc/torchrun: data (every process, a share of each batch) or blocks "
+                        "(each process its own blocks, all the data); docs/distributed.md")
+    p.add_argument("--shared-sync-every", dest="shared_sync_every", type=int, default=s, metavar="BATCHES",
+                   help="block parallel: average shared parts every this many batches (0: per epoch)")
     p.add_argument("--seed", type=int, default=s)
     p.add_argument("--device", choices=DEVICES, default=s)
 
@@ -139,12 +144,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = load_preset(args.config).fields if args.config else {}
         config = RunConfig.from_dict({**base, **overrides})
         run_dir = args.run_dir or default_run_dir(config, args.out_dir)
-    trainer, results = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    if args.nproc is not None or _under_torchrun():
+        from noprop.distributed import DistributedError, train_distributed
+
+        try:
+            results = train_distributed(config, run_dir, nproc=args.nproc, resume=args.resume,
+                                        overwrite=args.overwrite, timeout_s=args.dist_timeout)
+        except DistributedError as err:
+            print(f"noprop: error: {err}", file=sys.stderr)
+            return 1
+        if results is None:  # a torchrun process other than rank 0: rank 0 reports
+            return 0
+    else:
+        _, results = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: results[k] for k in ("method", "dataset", "epochs", "test_accuracy",
                                              "train_seconds", "samples_per_second",
                                              "peak_memory_mb", "device")}))
     print(f"run directory: {run_dir}")
     return 0
+
+
+def _under_torchrun() -> bool:
+    from noprop.distributed import launched_by_torchrun
+
+    return launched_by_torchrun()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -182,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--nproc", type=_positive_int, default=None,
+                       help="train with N local processes (gloo on CPU, NCCL on GPU); see --parallel. "
+                            "Under torchrun leave it out")
+    train.add_argument("--dist-timeout", dest="dist_timeout", type=_positive_float, default=1800.0,
+                       metavar="SECONDS", help="how long a process waits for the others before failing")
     train.set_defaults(handler=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="re-evaluate a saved model on its test set")

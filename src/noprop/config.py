@@ -13,6 +13,7 @@ from typing import Any
 BLOCK_ORDERS = ("sequential", "interleaved")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "adam")
+PARALLEL_MODES = ("data", "blocks")
 
 #: Fields that decide the shapes and meaning of the saved parameters: a checkpoint only loads
 #: into a configuration that agrees on all of them.
@@ -66,6 +67,13 @@ class RunConfig:
     #: Also checkpoint mid-epoch when this many minutes passed since the last checkpoint
     #: (0: only at the end of each epoch). Bounds the work a killed machine loses.
     checkpoint_minutes: float = 10.0
+    # several processes (docs/distributed.md); ignored by a one-process run without --nproc
+    #: ``data``: every process trains every unit on its share of each batch (gradient all-reduce).
+    #: ``blocks``: each process trains its own units on all the data (no gradient traffic).
+    parallel: str = "data"
+    #: Block parallel: average the shared groups across processes every this many batches
+    #: (interleaved order; 0: only at the end of each epoch, always the case when sequential).
+    shared_sync_every: int = 1
     # bookkeeping
     seed: int = 0
     device: str = "auto"
@@ -82,11 +90,14 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.shared_sync_every < 0:
+            raise ConfigError(f"shared_sync_every must be >= 0, got {self.shared_sync_every}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.checkpoint_minutes < 0:
             raise ConfigError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
-        choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS}
+        choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS,
+                   "parallel": PARALLEL_MODES}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:
