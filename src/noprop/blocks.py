@@ -151,5 +151,16 @@ class TimeBlock(nn.Module):
 
     def forward(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """``t``: shape ``(batch,)`` with values in [0, 1]."""
+        return self.forward_features(self.image_features(x), z, t)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """The image path alone. It depends on neither ``z`` nor ``t``, so a sampler that calls the
+        block many times on one image (1000 CT/FM steps) computes it once (in eval mode)."""
+        return self.image(x)
+
+    def forward_features(self, features: Tensor, z: Tensor, t: Tensor) -> Tensor:
+        """Logits from precomputed :meth:`image_features`; ``t`` of shape ``(batch,)`` or ``()``."""
         time = self.time(sinusoidal_time_embedding(t, self.TIME_DIM))
-        return self.head(torch.cat([self.image(x), self.label(z), time], dim=1))
+        if time.dim() == 1:
+            time = time.expand(features.shape[0], -1)
+        return self.head(torch.cat([features, self.label(z), time], dim=1))

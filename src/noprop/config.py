@@ -57,6 +57,11 @@ class RunConfig:
     conv_padding: str | None = None
     schedule_clip: float | None = None
     inference_steps: int | None = None
+    #: FM path width sigma (paper: not given; NoProp-FM's default is 0, the straight path).
+    fm_sigma: float | None = None
+    #: Sampler steps for the evaluation after each epoch; None: ``inference_steps``. Lets a
+    #: CT/FM run check progress cheaply and leave the paper's 1000 steps to ``noprop evaluate``.
+    eval_inference_steps: int | None = None
     # evaluation: the paper's sampler is stochastic; the seed makes it repeatable
     eval_deterministic: bool = False
     eval_seed: int = 1234
@@ -83,13 +88,16 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive = ("epochs", "batch_size", "num_blocks", "embedding_dim", "inference_steps")
+        positive = ("epochs", "batch_size", "num_blocks", "embedding_dim", "inference_steps",
+                    "eval_inference_steps")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.fm_sigma is not None and self.fm_sigma < 0:
+            raise ConfigError(f"fm_sigma must be >= 0, got {self.fm_sigma}")
         if self.shared_sync_every < 0:
             raise ConfigError(f"shared_sync_every must be >= 0, got {self.shared_sync_every}")
         if self.weight_decay < 0:

@@ -197,6 +197,20 @@ class LearnedSchedule(nn.Module):
         gamma, slope = self.gamma_and_slope(t)
         return -slope * torch.exp(-gamma)
 
+    def noise_levels(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha_bar(t), 1 - alpha_bar(t))``, the second as ``sigmoid(gamma)`` so it stays
+        accurate (and its square root differentiable) when ``alpha_bar`` is close to 1."""
+        gamma = self.gamma(t)
+        return torch.sigmoid(-gamma), torch.sigmoid(gamma)
+
     def posterior_coefficients(self, t_prev: Tensor, t: Tensor) -> PosteriorCoefficients:
-        """Coefficients for an inference step from time ``t_prev`` to ``t > t_prev``."""
-        return posterior_coefficients(self.alpha_bar(t_prev), self.alpha_bar(t))
+        """Coefficients for an inference step from time ``t_prev`` to ``t > t_prev``.
+
+        Computed in float64 from ``gamma``: with 1000 steps, ``1 - alpha_bar_{t-1} / alpha_bar_t``
+        is ~1e-5 near ``t = 1``, where float32 would keep only two or three digits.
+        """
+        ab_prev = torch.sigmoid(-self.gamma(t_prev).double())
+        ab = torch.sigmoid(-self.gamma(t).double())
+        coef = posterior_coefficients(ab_prev, ab)
+        dtype = t.dtype
+        return PosteriorCoefficients(a=coef.a.to(dtype), b=coef.b.to(dtype), c=coef.c.to(dtype))

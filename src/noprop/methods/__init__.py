@@ -6,12 +6,14 @@ from typing import Any
 
 from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.ct import NoPropCT
 from noprop.methods.dt import NoPropDT
+from noprop.methods.fm import NoPropFM
 from noprop.methods.forward_forward import ForwardForward
 from noprop.methods.local import LocalLearning
 from noprop.spec import DataSpec
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT,)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT, NoPropFM)}
 
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning)})
@@ -31,5 +33,5 @@ def build_method(name: str, spec: DataSpec, hyperparameters: dict[str, Any]) -> 
     return cls(spec, **known)
 
 
-__all__ = ["METHODS", "LossOutput", "Method", "NoPropDT", "TrainingUnit", "build_method",
-           "method_class"]
+__all__ = ["METHODS", "LossOutput", "Method", "NoPropCT", "NoPropDT", "NoPropFM", "TrainingUnit",
+           "build_method", "method_class"]

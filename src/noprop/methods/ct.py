@@ -1,0 +1,147 @@
+"""NoProp-CT: one time-conditioned block and a learned noise schedule (paper Sec. 2.2.2, Eq. 9, Alg. 2).
+
+Training step (the only :class:`TrainingUnit`), on a batch ``(x, y)``, with ``t ~ U[0, 1]`` drawn
+per example::
+
+    u_y     = W_embed[y]
+    z_t     ~ q(z_t | y) = N(sqrt(ab(t)) u_y, (1 - ab(t)) I)           # ab(t) from the learned schedule
+    u_hat   = softmax(block(x, z_t, t)) @ W_embed
+    z_1     ~ q(z_1 | y)
+    loss    = CE(classifier(z_1), y)                                 # trains the classifier
+            + KL(q(z_0 | y) || N(0, I))                              # keeps W_embed and ab(0) honest
+            + eta / 2 * SNR'(t) * |u_hat - u_y|^2                    # summed over d, mean over batch
+
+The block sees one noisy label drawn straight from ``q(z_t | y)``: it is never run on its own
+output during training, so there is no forward chain through time. The schedule's parameters
+(``gamma_0``, ``gamma_1`` and the monotone network) are trained jointly with the block, the
+classifier and ``W_embed`` by the same loss (Alg. 2 updates all four together).
+
+Inference (Eq. 3 on a grid ``0 = t_0 < ... < t_N = 1``, ``N = steps``) starts from
+``z_0 ~ N(0, I)``::
+
+    z_k = a_k * u_hat(x, z_{k-1}, t_{k-1}) + b_k * z_{k-1} + sqrt(c_k) * eps
+
+with ``(a_k, b_k, c_k)`` the posterior coefficients from ``ab(t_{k-1})`` to ``ab(t_k)``; the
+prediction is the classifier on ``z_N = z_1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from noprop.blocks import Padding, TimeBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.dt import embedding_dim_for
+from noprop.schedules import LearnedSchedule, gaussian_prior_kl
+from noprop.spec import DataSpec
+
+
+class NoPropCT(Method):
+    """Continuous-time NoProp: a single block ``u_hat(z_t, x, t)`` trained at random times."""
+
+    name = "ct"
+    default_optimizer = "adam"
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "eta": 1.0,
+        "embedding": "onehot",
+        "embedding_dim": 20,
+        "conv_padding": "auto",
+        "inference_steps": 1000,
+    }
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        eta: float = 1.0,
+        embedding: EmbeddingKind = "onehot",
+        embedding_dim: int = 20,
+        conv_padding: Padding = "auto",
+        inference_steps: int = 1000,
+    ) -> None:
+        super().__init__(spec)
+        if inference_steps < 1:
+            raise ValueError(f"inference_steps must be >= 1, got {inference_steps}")
+        dim = embedding_dim_for(embedding, spec, embedding_dim)
+        self.eta = eta
+        self.inference_steps = inference_steps
+        self.schedule = LearnedSchedule()
+        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
+        self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
+        self.classifier = nn.Linear(dim, spec.num_classes)
+
+    # -- training -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        # The schedule sits with the classifier and W_embed in "shared": like them it defines the
+        # noising process and the read-out, not the block's function. CT has a single unit, so
+        # the split changes nothing in training; it keeps "block" = the network that is run T times.
+        shared = [*self.classifier.parameters(), *self.embedding.parameters(), *self.schedule.parameters()]
+        return {"block": list(self.block.parameters()), "shared": shared}
+
+    def training_units(self) -> list[TrainingUnit]:
+        return [TrainingUnit("block", ("block", "shared"))]
+
+    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
+        if self.embedding.kind == "prototype":
+            self.embedding.init_prototypes(train_x, train_y)
+
+    def noisy_label(self, u: Tensor, t: Tensor) -> Tensor:
+        """A sample of ``q(z_t | y)`` for per-example times ``t`` (shape ``(batch,)``)."""
+        ab, one_minus_ab = self.schedule.noise_levels(t)
+        return ab.sqrt().unsqueeze(-1) * u + one_minus_ab.sqrt().unsqueeze(-1) * torch.randn_like(u)
+
+    def denoise(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
+        """The block's estimate of the clean label: ``softmax(block(x, z, t)) @ W_embed``."""
+        return F.softmax(self.block(x, z, t), dim=-1) @ self.embedding.weight
+
+    def loss_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """The three terms of Eq. 9 (with their graphs) and, for logging, the mean squared error."""
+        u = self.embedding(y)
+        t = torch.rand(len(y), device=u.device)
+        u_hat = self.denoise(x, self.noisy_label(u, t), t)
+        sq_error = (u_hat - u).pow(2).sum(-1)
+        ends = torch.tensor([0.0, 1.0], device=u.device)
+        return {
+            "ce": F.cross_entropy(self.classifier(self.noisy_label(u, ends[1].expand(len(y)))), y),
+            "kl": gaussian_prior_kl(u, self.schedule.alpha_bar(ends[0])).mean(),
+            "denoise": (self.eta / 2.0 * self.schedule.snr_derivative(t) * sq_error).mean(),
+            "sq_error": sq_error.mean(),
+        }
+
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        terms = self.loss_terms(x, y)
+        loss = terms["ce"] + terms["kl"] + terms["denoise"]
+        return LossOutput(loss=loss, terms={k: v.detach() for k, v in terms.items()})
+
+    # -- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        x: Tensor,
+        *,
+        steps: int | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``z_1`` from ``steps`` posterior updates (Eq. 3) on a uniform grid of [0, 1]."""
+        steps = steps or self.inference_steps
+        grid = torch.linspace(0.0, 1.0, steps + 1, device=x.device)
+        coef = self.schedule.posterior_coefficients(grid[:-1], grid[1:])
+        features = self.block.image_features(x)
+        shape = (x.shape[0], self.embedding.dim)
+        z = torch.randn(shape, device=x.device, generator=generator)
+        for k in range(steps):
+            logits = self.block.forward_features(features, z, grid[k])
+            z = coef.a[k] * (F.softmax(logits, dim=-1) @ self.embedding.weight) + coef.b[k] * z
+            if not deterministic:
+                z = z + coef.c[k].sqrt() * torch.randn(shape, device=x.device, generator=generator)
+        return z
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        z_1 = self.sample(x, steps=steps, deterministic=deterministic, generator=generator)
+        return self.classifier(z_1)

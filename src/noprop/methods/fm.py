@@ -1,0 +1,170 @@
+"""NoProp-FM: one time-conditioned block trained by flow matching (paper Sec. 2.2.3, Eqs. 10-13, Alg. 3).
+
+The path runs from Gaussian noise at ``t = 0`` to the class embedding at ``t = 1``::
+
+    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (see LinearPath)
+
+and its velocity is ``d z_t / dt = u_y - z_0``. Training step (the only :class:`TrainingUnit`),
+with ``t ~ U[0, 1]`` per example::
+
+    v     = block(x, z_t, t) @ W_embed                       # logits as unrestricted weights
+    loss  = |v - (u_y - z_0)|^2                              # summed over d, mean over batch
+          + CE(classifier(z_t + (1 - t) v), y)               # anchor, only if W_embed is learned
+
+The block sees one point of the path drawn straight from the data: it is never run on its own
+output during training. Inference integrates ``dz/dt = v(x, z, t)`` from ``z_0 ~ N(0, I)`` with
+``steps`` Euler steps and predicts the class whose embedding is nearest to ``z_1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from noprop.blocks import Padding, TimeBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.dt import embedding_dim_for
+from noprop.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """A point ``z_t`` on the path between ``z_0`` (noise) and ``z_1`` (label), and its velocity."""
+
+    z_t: Tensor
+    velocity: Tensor
+
+
+@dataclass(frozen=True)
+class LinearPath:
+    """``z_t = t * z_1 + (1 - t) * z_0 + sigma * eps``, velocity ``z_1 - z_0`` (paper Eq. 10).
+
+    ``sigma`` widens the path into a tube of constant width (Tong et al.'s I-CFM); the paper
+    writes the term but gives no value. ``sigma = 0`` is the straight line.
+    """
+
+    sigma: float = 0.0
+
+    def sample(self, z_0: Tensor, z_1: Tensor, t: Tensor, eps: Tensor | None = None) -> PathSample:
+        """``z_0``, ``z_1``: ``(batch, d)``; ``t``: ``(batch,)`` in [0, 1]."""
+        tt = t.unsqueeze(-1)
+        z_t = tt * z_1 + (1.0 - tt) * z_0
+        if self.sigma > 0:
+            z_t = z_t + self.sigma * (torch.randn_like(z_0) if eps is None else eps)
+        return PathSample(z_t=z_t, velocity=z_1 - z_0)
+
+
+def euler_integrate(field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, steps: int) -> Tensor:
+    """Integrate ``dz/dt = field(z, t)`` from ``t = 0`` to ``1`` with ``steps`` Euler steps.
+
+    ``field`` gets ``z`` of shape ``(batch, d)`` and a scalar time tensor ``t``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    z, dt = z_0, 1.0 / steps
+    for k in range(steps):
+        t = torch.tensor(k * dt, device=z_0.device, dtype=z_0.dtype)
+        z = z + dt * field(z, t)
+    return z
+
+
+class NoPropFM(Method):
+    """Flow-matching NoProp: a single block predicts the velocity toward the label embedding."""
+
+    name = "fm"
+    default_optimizer = "adam"
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "embedding": "onehot",
+        "embedding_dim": 20,
+        "conv_padding": "auto",
+        "inference_steps": 1000,
+        "fm_sigma": 0.0,
+    }
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        embedding: EmbeddingKind = "onehot",
+        embedding_dim: int = 20,
+        conv_padding: Padding = "auto",
+        inference_steps: int = 1000,
+        fm_sigma: float = 0.0,
+    ) -> None:
+        super().__init__(spec)
+        if inference_steps < 1:
+            raise ValueError(f"inference_steps must be >= 1, got {inference_steps}")
+        if fm_sigma < 0:
+            raise ValueError(f"fm_sigma must be >= 0, got {fm_sigma}")
+        dim = embedding_dim_for(embedding, spec, embedding_dim)
+        self.inference_steps = inference_steps
+        self.path = LinearPath(fm_sigma)
+        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
+        self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
+        # The anchor classifier exists only with learned embeddings (Alg. 3): with one-hot ones
+        # the flow loss is the whole objective and prediction never uses a classifier.
+        self.classifier = nn.Linear(dim, spec.num_classes) if self.embedding.trainable else None
+
+    # -- training -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        shared = list(self.embedding.parameters())
+        if self.classifier is not None:
+            shared += list(self.classifier.parameters())
+        return {"block": list(self.block.parameters()), "shared": shared}
+
+    def training_units(self) -> list[TrainingUnit]:
+        return [TrainingUnit("block", ("block", "shared"))]
+
+    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
+        if self.embedding.kind == "prototype":
+            self.embedding.init_prototypes(train_x, train_y)
+
+    def velocity(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
+        """``v = block(x, z, t) @ W_embed``: logits as unrestricted weights on the embeddings."""
+        return self.block(x, z, t) @ self.embedding.weight
+
+    def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        u = self.embedding(y)
+        t = torch.rand(len(y), device=u.device)
+        path = self.path.sample(torch.randn_like(u), u, t)
+        v = self.velocity(x, path.z_t, t)
+        flow = (v - path.velocity).pow(2).sum(-1).mean()
+        terms = {"flow": flow.detach()}
+        loss = flow
+        if self.classifier is not None:
+            z_1_guess = path.z_t + (1.0 - t).unsqueeze(-1) * v
+            anchor = F.cross_entropy(self.classifier(z_1_guess), y)
+            terms["anchor_ce"] = anchor.detach()
+            loss = loss + anchor
+        return LossOutput(loss=loss, terms=terms)
+
+    # -- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        x: Tensor,
+        *,
+        steps: int | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``z_1`` by Euler integration of the learned field; ``deterministic`` is moot (an ODE)."""
+        features = self.block.image_features(x)
+        weight = self.embedding.weight
+
+        def field(z: Tensor, t: Tensor) -> Tensor:
+            return self.block.forward_features(features, z, t) @ weight
+
+        z_0 = torch.randn((x.shape[0], self.embedding.dim), device=x.device, generator=generator)
+        return euler_integrate(field, z_0, steps or self.inference_steps)
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        """Negative squared distances from ``z_1`` to each class embedding: argmax = nearest."""
+        z_1 = self.sample(x, steps=steps, deterministic=deterministic, generator=generator)
+        return -torch.cdist(z_1, self.embedding.weight).pow(2)
