@@ -43,15 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="config names, 'all' (the paper's nine), or paths to YAML files")
     p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
-    p.add_argument("--epochs-scale", dest="epochs_scale", type=_positive_float, default=1.0,
+    p.add_argument("--epochs-scale", dest="epochs_scale", type=_positive_float, default=1.0, metavar="F",
                    help="multiply every config's epochs by F (at least 1 epoch); default 1")
-    p.add_argument("--train-limit", dest="train_limit", type=_positive_int, default=None,
+    p.add_argument("--train-limit", dest="train_limit", type=_positive_int, default=None, metavar="N",
                    help="train on N examples of a seeded shuffle (smoke runs; test set stays whole)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="training seeds, one run each (paper: 3)")
-    p.add_argument("--inference-runs", dest="inference_runs", type=_positive_int, default=1,
+    p.add_argument("--inference-runs", dest="inference_runs", type=_positive_int, default=1, metavar="K",
                    help="stochastic sampler passes per trained model (paper: 5)")
-    p.add_argument("--out-dir", dest="out_dir", type=Path, default=Path("runs/reproduce"),
+    p.add_argument("--out-dir", dest="out_dir", type=Path, default=Path("runs/reproduce"), metavar="DIR",
                    help="where run directories and reproduction.md go (default runs/reproduce)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of resuming runs already in --out-dir")
@@ -129,5 +129,8 @@ def command_line(name: str, args: argparse.Namespace, overrides: dict[str, Any])
         if key == "progress":
             continue
         flag = "--" + key.replace("_", "-")
-        words += [flag] if value is True else [flag, str(value)]
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, str(value)]
     return " ".join(shlex.quote(w) for w in words)
