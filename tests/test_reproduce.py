@@ -147,6 +147,7 @@ def test_cli_reproduce_records_missing_data_and_fails_in_one_line(tmp_path, caps
     (["reproduce", "mnist-dt", "--method", "fm"], "own method"),
     (["reproduce"], "name one or more configs"),
     (["reproduce", "mnist-dtt"], "unknown config"),
+    (["reproduce", "mnist-dt", "--seed", "3"], "--seeds"),
 ])
 def test_cli_reproduce_rejects_bad_requests_in_one_line(argv, message, capsys):
     assert cli.main(argv) == 2

@@ -71,6 +71,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if fixed:
         raise UsageError(f"reproduce runs each config's own {' and '.join(fixed)}; "
                          f"use `noprop train --config NAME --{fixed[0]} ...` for another")
+    if "seed" in overrides:
+        raise UsageError("reproduce trains one run per --seeds value; use --seeds S [S ...], not --seed")
     if args.quiet:
         overrides["progress"] = False
     names = [n for name in args.names for n in (PAPER_EXPERIMENTS if name == "all" else (name,))]
