@@ -28,13 +28,16 @@ PAUSE_LIMIT_S = 60.0
 class TrainingInterrupted(Exception):
     """Training stopped on a signal after checkpointing; ``exit_code`` is the shell's 128 + signal."""
 
-    def __init__(self, signum: int, run_dir: Path | None, where: str) -> None:
+    def __init__(self, signum: int, run_dir: Path | None, where: str | None) -> None:
+        """``where``: the position of the checkpoint left in ``run_dir`` (``None``: there is none)."""
         self.signum = signum
         self.run_dir = run_dir
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         if run_dir is None:
             super().__init__(f"interrupted by {name}; no run directory, nothing was saved")
+        elif where is None:
+            super().__init__(f"interrupted by {name} before the first checkpoint; nothing to resume")
         else:
             super().__init__(f"interrupted by {name}; checkpoint at {where}; resume with: "
                              f"noprop train --run-dir {shlex.quote(str(run_dir))} --resume")

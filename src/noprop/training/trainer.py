@@ -187,6 +187,7 @@ class Trainer:
         self._epoch_seconds = 0.0
         self._epoch_clock = time.perf_counter()
         self.last_epoch_skipped = 0
+        self.last_epoch_fraction = 1.0  # below 1 when the wall-clock budget cut the epoch short
         # fault handling
         self._stop = StopRequest()
         self._pending = PendingChecks()
@@ -364,11 +365,12 @@ class Trainer:
         """Checkpoint where the loop stands (if the state there is whole) and stop."""
         assert self._stop.signum is not None
         if self.run_dir is None:
-            raise TrainingInterrupted(self._stop.signum, None, "")
-        if self.step == 0 or self._can_save_mid_epoch():
+            raise TrainingInterrupted(self._stop.signum, None, None)
+        already_saved = self._saved_at == (self.epoch, self.step)
+        if not already_saved and (self.step == 0 or self._can_save_mid_epoch()):
             self.save_checkpoint()
         self._raise_pending_fault()
-        where = position(*(self._saved_at or (0, 0)), self.steps_per_epoch())
+        where = position(*self._saved_at, self.steps_per_epoch()) if self._saved_at else None
         raise TrainingInterrupted(self._stop.signum, self.run_dir, where)
 
     def train_epoch(self) -> dict[str, float]:
@@ -403,12 +405,15 @@ class Trainer:
                 self._sums[k] = self._sums.get(k, 0.0) + v
             if self.config.progress and self.step % 50 == 0:
                 bar.set_postfix(unit=self.units[unit].name, loss=f"{float(terms['loss']):.3f}")
+            if self.out_of_time():
+                break
         bar.close()
         self._raise_pending_fault()
         self.parallelism.end_epoch(self.method, self.optimizers)
-        taken = max(total - self._skipped, 1)
+        taken = max(self.step - self._skipped, 1)
         means = {k: float(v) / taken for k, v in self._sums.items()}
         self.last_epoch_seconds = time.perf_counter() - self._epoch_clock
+        self.last_epoch_fraction = self.step / total
         self.last_epoch_skipped = self._skipped
         self.step, self._sums, self._skipped, self._epoch_seconds = 0, {}, 0, 0.0
         return means
@@ -426,7 +431,7 @@ class Trainer:
         accuracy = float("nan")
         with self._stop:
             self._last_save = time.monotonic()
-            while self.epoch < self.config.epochs:
+            while self.epoch < self.config.epochs and not self.out_of_time():
                 if self._stop.requested:
                     self._interrupt()
                 terms = self.train_epoch()
@@ -441,7 +446,10 @@ class Trainer:
                     **skipped,
                     "test_accuracy": accuracy,
                     "epoch_seconds": round(seconds, 3),
-                    "samples_per_second": round(len(self.data.train_x) / seconds, 1),
+                    "samples_per_second": round(
+                        len(self.data.train_x) * self.last_epoch_fraction / seconds, 1),
+                    **({"epoch_fraction": round(self.last_epoch_fraction, 4)}
+                       if self.config.max_train_seconds else {}),
                 })
                 if self.config.progress:
                     tqdm.write(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
@@ -451,8 +459,20 @@ class Trainer:
             accuracy = float(self.metrics.rows[-1]["test_accuracy"])
         return self._write_results(accuracy)
 
+    def out_of_time(self) -> bool:
+        """Whether the wall-clock budget ``max_train_seconds`` is spent (evaluation not counted)."""
+        budget = self.config.max_train_seconds
+        if budget is None:
+            return False
+        running = time.perf_counter() - self._epoch_clock if self.step else 0.0
+        return self.train_seconds + running >= budget
+
     def evaluate(self) -> float:
-        return evaluate_accuracy(
+        return self.evaluate_readouts()[-1]
+
+    def evaluate_readouts(self) -> list[float]:
+        """Test accuracy read out after each step of the method's inference chain (last: final)."""
+        return readout_accuracies(
             self.method,
             self.data.test_x,
             self.data.test_y,
@@ -462,7 +482,7 @@ class Trainer:
         )
 
     def _write_results(self, accuracy: float) -> dict[str, Any]:
-        n_seen = len(self.data.train_x) * self.epoch
+        n_seen = len(self.data.train_x) * (self.epoch - 1 + self.last_epoch_fraction) if self.epoch else 0
         results = {
             "method": self.config.method,
             "dataset": self.data.name,
