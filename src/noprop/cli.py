@@ -106,6 +106,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int, default=s,
                    help="dimension of learned embeddings (default 20)")
     p.add_argument("--inference-steps", dest="inference_steps", type=_positive_int, default=s)
+    p.add_argument("--fused", action="store_true", default=s,
+                   help="DT: train all blocks of a step in one batched pass (same block updates, faster)")
     p.add_argument("--eval-inference-steps", dest="eval_inference_steps", type=_positive_int,
                    default=s, help="sampler steps for the per-epoch evaluation (default: --inference-steps)")
     p.add_argument("--fm-sigma", dest="fm_sigma", type=_nonnegative_float, default=s,

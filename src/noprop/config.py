@@ -57,6 +57,9 @@ class RunConfig:
     conv_padding: str | None = None
     schedule_clip: float | None = None
     inference_steps: int | None = None
+    #: NoProp-DT: train all T blocks of a step in one vmapped pass (one unit; methods/dt_fused.py).
+    #: Block updates equal the unfused step's; the shared group takes one step per batch on the sum.
+    fused: bool = False
     #: FM path width sigma (paper: not given; NoProp-FM's default is 0, the straight path).
     fm_sigma: float | None = None
     #: Sampler steps for the evaluation after each epoch; None: ``inference_steps``. Lets a

@@ -18,6 +18,16 @@ Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
     z_t = a_t * u_hat_t(z_{t-1}, x) + b_t * z_{t-1} + sqrt(c_t) * eps      (eps = 0 if deterministic)
 
 and classifies ``z_T`` with the linear classifier.
+
+Fused (``fused=True``, :mod:`noprop.methods.dt_fused`): the method presents ONE training unit,
+``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one vmapped pass, each block
+on its own noisy target; one step updates every group. Block t's gradient is still that of its
+own loss_t alone (no gradient crosses blocks) and each block keeps its own optimizer, so block
+updates match the one-block-at-a-time step. The shared group (classifier, embedding) differs:
+unfused interleaved, it takes T steps per batch, one on each loss_t; fused, it takes one step on
+the sum, ``T`` times Eq. 8 with the expectation over t computed exactly. The block order
+(sequential / interleaved) has no effect with one unit. The sampler then runs the image path of
+all blocks in one pass before the chain (same result as unfused).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from torch.nn import functional as F
 from noprop.blocks import DTBlock, Padding, resolve_padding
 from noprop.embeddings import ClassEmbedding, EmbeddingKind
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.dt_fused import StackedBlocks, fused_loss, fused_sample_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
 from noprop.spec import DataSpec
 
@@ -52,6 +63,7 @@ class NoPropDT(Method):
         "embedding_dim": 20,
         "conv_padding": "auto",
         "schedule_clip": 1e-4,
+        "fused": False,
     }
 
     def __init__(
@@ -64,6 +76,7 @@ class NoPropDT(Method):
         embedding_dim: int = 20,
         conv_padding: Padding = "auto",
         schedule_clip: float = 1e-4,
+        fused: bool = False,
     ) -> None:
         super().__init__(spec)
         if num_blocks < 1:
@@ -77,6 +90,9 @@ class NoPropDT(Method):
         self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
         self.register_buffer("weights", self.schedule.denoising_weights(eta), persistent=False)
+        self.fused = fused
+        #: all blocks as one vmapped module (no parameters of its own; see dt_fused)
+        self.stacked = StackedBlocks(self.blocks)
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -85,6 +101,8 @@ class NoPropDT(Method):
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
+        if self.fused:
+            return [TrainingUnit("blocks", tuple(self.parameter_groups()))]
         return [
             TrainingUnit(f"block{t}", (f"block{t}", "shared"))
             for t in range(1, self.num_blocks + 1)
@@ -104,6 +122,8 @@ class NoPropDT(Method):
         return F.softmax(self.blocks[t - 1](x, z), dim=-1) @ self.embedding.weight
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        if self.fused:
+            return fused_loss(self, x, y)
         t = unit + 1
         u = self.embedding(y)
         u_hat = self.denoise(t, x, self.noisy_label(u, t - 1))
@@ -122,6 +142,8 @@ class NoPropDT(Method):
         self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
     ) -> list[Tensor]:
         """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
+        if self.fused:
+            return fused_sample_chain(self, x, deterministic=deterministic, generator=generator)
         shape = (x.shape[0], self.embedding.dim)
         z = torch.randn(shape, device=x.device, generator=generator)
         chain = [z]
