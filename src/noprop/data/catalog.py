@@ -67,16 +67,12 @@ class DatasetInfo:
     name: str
     folder: str
     num_classes: int
-    channels: int
     #: Per-channel mean and standard deviation of the training pixels scaled to [0, 1].
     mean: tuple[float, ...]
     std: tuple[float, ...]
     layouts: tuple[Layout, ...]
     #: CIFAR-100 only: which labels to use, ``fine`` (100 classes) or ``coarse`` (20 superclasses).
     label_kind: str = "fine"
-    #: Whether the dataset has a training augmentation (random crop + flip), used with ``--augment``.
-    augmentable: bool = False
-    description: str = ""
 
 
 def _idx_layout(md5s: dict[str, tuple[str, int]], mirrors: tuple[str, ...]) -> Layout:
@@ -147,16 +143,11 @@ _C100_MEAN, _C100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 CATALOG: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("mnist", "mnist", 10, 1, (0.1307,), (0.3081,), (_MNIST,),
-                    description="handwritten digits, 28x28 grey, 60k/10k"),
-        DatasetInfo("fashion-mnist", "fashion-mnist", 10, 1, (0.2860,), (0.3530,), (_FASHION,),
-                    description="Zalando clothing, 28x28 grey, 60k/10k"),
-        DatasetInfo("cifar-10", "cifar-10", 10, 3, _C10_MEAN, _C10_STD, _CIFAR10, augmentable=True,
-                    description="32x32 colour, 10 classes, 50k/10k"),
-        DatasetInfo("cifar-100", "cifar-100", 100, 3, _C100_MEAN, _C100_STD, _CIFAR100, augmentable=True,
-                    description="32x32 colour, 100 fine classes, 50k/10k"),
-        DatasetInfo("cifar-100-coarse", "cifar-100", 20, 3, _C100_MEAN, _C100_STD, _CIFAR100,
-                    label_kind="coarse", augmentable=True,
-                    description="CIFAR-100 files with its 20 coarse (superclass) labels"),
+        DatasetInfo("mnist", "mnist", 10, (0.1307,), (0.3081,), (_MNIST,)),
+        DatasetInfo("fashion-mnist", "fashion-mnist", 10, (0.2860,), (0.3530,), (_FASHION,)),
+        DatasetInfo("cifar-10", "cifar-10", 10, _C10_MEAN, _C10_STD, _CIFAR10),
+        DatasetInfo("cifar-100", "cifar-100", 100, _C100_MEAN, _C100_STD, _CIFAR100),
+        DatasetInfo("cifar-100-coarse", "cifar-100", 20, _C100_MEAN, _C100_STD, _CIFAR100,
+                    label_kind="coarse"),
     )
 }
