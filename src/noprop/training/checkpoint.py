@@ -71,16 +71,18 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
     """Undo :func:`capture_rng_state` (a bare tensor, from older checkpoints, is the torch CPU state)."""
+    # a checkpoint loaded with map_location="cuda" brings these tensors to the GPU: set_rng_state
+    # wants them on the CPU
     if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
+        torch.set_rng_state(state.cpu())
         return
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
+        cuda = [s.cpu() for s in state["cuda"]]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         else:  # another GPU count: keep the current device's stream reproducible at least
