@@ -26,7 +26,7 @@ from noprop.data import ClassificationData
 from noprop.run import RunDirError, prepare_run_dir, train_run
 from noprop.training.checkpoint import load_checkpoint
 from noprop.training.interrupt import PAUSE_ENV, TrainingInterrupted
-from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog
+from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 
 TIMING = ("epoch_seconds", "samples_per_second")
 
@@ -189,4 +189,31 @@ def test_sigterm_to_noprop_train_then_resume_ends_with_uninterrupted_parameters(
     b = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
     assert (a["epoch"], b["epoch"]) == (2, 2)
     assert_same_parameters(a["model"], b["model"])
+    assert_same_metrics(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_timed_mid_epoch_checkpoint_survives_a_killed_process(tmp_path, monkeypatch):
+    """``checkpoint_minutes``: a run killed (no signal handler can run) after a timed mid-epoch
+    checkpoint resumes from it and still ends with the uninterrupted run's parameters."""
+    data = make_blobs(32, 8, classes=3)
+    whole, _ = train_run(tiny_config(), tmp_path / "whole", data=data)
+
+    saves: list[tuple[int, int]] = []
+    crash_copy = tmp_path / "at-crash.pt"
+    real_save = Trainer.save_checkpoint
+
+    def save_and_record(self):
+        real_save(self)
+        saves.append((self.epoch, self.step))
+        if (self.epoch, self.step) == (1, 2):  # the machine dies right after this write
+            crash_copy.write_bytes((self.run_dir / CHECKPOINT).read_bytes())
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_and_record)
+    train_run(tiny_config(checkpoint_minutes=1e-9), tmp_path / "cut", data=data)
+    assert saves == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]
+    monkeypatch.undo()
+
+    (tmp_path / "cut" / CHECKPOINT).write_bytes(crash_copy.read_bytes())
+    resumed, _ = train_run(tiny_config(), tmp_path / "cut", data=data, resume=True)
+    assert_same_parameters(whole.method.state_dict(), resumed.method.state_dict())
     assert_same_metrics(tmp_path / "whole", tmp_path / "cut")
