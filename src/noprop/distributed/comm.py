@@ -135,9 +135,9 @@ class Communicator:
         self.stats.record(op, size, size * (world_size - 1) if self.rank == 0 else 0.0)
         return box[0]
 
-    def barrier(self, op: str) -> None:
+    def barrier(self, op: str, group: Any = None) -> None:
         try:
-            dist.barrier()
+            dist.barrier(group=group)
         except RuntimeError as err:  # gloo and NCCL raise RuntimeError subclasses
             raise self._fail(op, err) from err
 

@@ -108,6 +108,13 @@ class ProcessOutcome:
     communication: CommStats
 
 
+def check_supported(config: RunConfig, world_size: int) -> None:
+    """Refuse options whose per-process decisions would make the processes disagree."""
+    if world_size > 1 and getattr(config, "max_train_seconds", None) is not None:
+        raise ConfigError("--max-train-seconds is for one process: with several, each would stop at a "
+                          "different step; use --epochs")
+
+
 def rank_trainer(
     config: RunConfig,
     data: ClassificationData,
@@ -122,6 +129,7 @@ def rank_trainer(
     its training noise with :func:`rank_seed`.
     """
     config = config.resolved()
+    check_supported(config, info.world_size)
     method = build_for(config, data)  # seeded: every rank starts from the same model
     comm = Communicator(info.rank, timedelta(seconds=timeout_s))
     layout = make_layout(config.parallel, info.rank, info.world_size, method.training_units())
@@ -323,6 +331,7 @@ def launch(
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     config = config.resolved()
+    check_supported(config, nproc)
     if run_dir is not None:  # fail here, with one line, before any process starts
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     kwargs = {"resume": resume, "data": data, "timeout_s": timeout_s}
