@@ -119,6 +119,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                         "instead of stopping; docs/failure-modes.md")
     p.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=_nonnegative_float, default=s,
                    help="also checkpoint mid-epoch this often (default 10; 0: only after each epoch)")
+    p.add_argument("--max-train-seconds", dest="max_train_seconds", type=_positive_float, default=s,
+                   metavar="SECONDS", help="stop training after this many seconds (evaluation excluded)")
     p.add_argument("--parallel", choices=PARALLEL_MODES, default=s,
                    help="with --nproc/torchrun: data (every process, a share of each batch) or blocks "
                         "(each process its own blocks, all the data); docs/distributed.md")

@@ -75,6 +75,9 @@ class RunConfig:
     #: Also checkpoint mid-epoch when this many minutes passed since the last checkpoint
     #: (0: only at the end of each epoch). Bounds the work a killed machine loses.
     checkpoint_minutes: float = 10.0
+    #: Wall-clock budget: stop once training (evaluation excluded) has taken this many seconds,
+    #: checked between steps; the last epoch is then partial (``epoch_fraction`` in metrics.csv).
+    max_train_seconds: float | None = None
     # several processes (docs/distributed.md); ignored by a one-process run without --nproc
     #: ``data``: every process trains every unit on its share of each batch (gradient all-reduce).
     #: ``blocks``: each process trains its own units on all the data (no gradient traffic).
@@ -107,6 +110,8 @@ class RunConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.checkpoint_minutes < 0:
             raise ConfigError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
+        if self.max_train_seconds is not None and not self.max_train_seconds > 0:
+            raise ConfigError(f"max_train_seconds must be positive, got {self.max_train_seconds}")
         choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS,
                    "parallel": PARALLEL_MODES}
         for name, allowed in choices.items():

@@ -1,0 +1,58 @@
+"""``noprop bench``: methods side by side on one dataset, one budget, one seed, in fresh processes.
+
+    noprop bench --methods dt backprop cnn ff local --dataset mnist --data-dir DATA/mnist \\
+        --max-train-seconds 240 --repeats 2 --out runs/bench-mnist
+    noprop plot runs/bench-mnist
+
+Writes ``bench.json`` and ``bench.md`` (test accuracy mean ± std over repeats, train seconds,
+samples per second, training peak memory, parameter count, ratios to ``--baseline``) in ``--out``.
+Every other flag sets that RunConfig field for every method (e.g. ``-T 10 --batch-size 128``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from noprop.bench import BenchError, BenchPlan, run_bench
+from noprop.cli import UsageError, _config_overrides, _positive_int, add_config_flags
+from noprop.methods import METHODS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark several methods on one dataset and budget (bench.json, bench.md)",
+        description="Train each method (times --repeats) in its own process on the same data and budget; "
+        "tabulate accuracy, time, throughput, peak training memory and ratios to the baseline.",
+    )
+    p.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
+                   help=f"methods to compare ({', '.join(sorted(METHODS))})")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per method, seeds seed..seed+N-1")
+    p.add_argument("--baseline", default="backprop", help="method the ratios are taken to (default backprop)")
+    p.add_argument("--train-subset", dest="train_subset", type=_positive_int, default=None,
+                   help="train on a fixed random N examples (the same for every method)")
+    p.add_argument("--test-subset", dest="test_subset", type=_positive_int, default=None,
+                   help="evaluate on a fixed random N test examples")
+    p.add_argument("--out", type=Path, required=True, help="bench directory to write")
+    add_config_flags(p)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    overrides = _config_overrides(args)
+    if "method" in overrides:
+        raise UsageError("noprop bench takes --methods (several), not --method")
+    if "epochs" not in overrides and "max_train_seconds" not in overrides:
+        raise UsageError("give a budget: --epochs N and/or --max-train-seconds S")
+    if args.baseline not in args.methods:
+        print(f"note: baseline {args.baseline!r} is not among --methods; no ratios will be computed")
+    plan = BenchPlan(methods=args.methods, config=overrides, repeats=args.repeats,
+                     train_subset=args.train_subset, test_subset=args.test_subset, baseline=args.baseline)
+    try:
+        bench = run_bench(plan, args.out)
+    except BenchError as err:
+        raise UsageError(str(err)) from None
+    print((args.out / "bench.md").read_text(), end="")
+    print(f"bench directory: {args.out}")
+    return 0 if all(not r.get("failed") for r in bench["runs"]) else 1

@@ -1,0 +1,226 @@
+"""``noprop plot``: PNG figures of a run directory or a benchmark directory (matplotlib, Agg).
+
+Run directory (``metrics.csv``, from ``noprop train``):
+
+* ``training_curves.png`` - training loss and test accuracy per epoch;
+* ``readout.png`` - test accuracy of the prediction read out after each block / step of the
+  inference chain (how the denoising chain converges). Taken from ``bench_run.json`` when the run
+  came from ``noprop bench``, otherwise computed from the checkpoint on ``readout_samples`` test
+  images.
+
+Benchmark directory (``bench.json``, from ``noprop bench``):
+
+* ``accuracy_vs_time.png`` - test accuracy against cumulative training seconds, every run;
+* ``peak_memory.png`` - training peak memory per method (mean, range over repeats);
+* ``readout.png`` - per-step readout accuracy of every method whose prediction is a chain;
+* ``training_curves.png`` - training loss against training seconds, one panel per method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from noprop.training.metrics import MetricsLog
+
+METRICS = "metrics.csv"
+BENCH_JSON = "bench.json"
+RUN_JSON = "bench_run.json"
+DPI = 120
+
+
+class PlotError(ValueError):
+    """A path that holds nothing to plot."""
+
+
+def plot_path(path: Path, out_dir: Path | None = None, *, readout_samples: int = 2000) -> list[Path]:
+    """Plot a benchmark directory or a run directory; return the PNG files written."""
+    out_dir = out_dir or path
+    if (path / BENCH_JSON).is_file():
+        return plot_bench(path, out_dir)
+    if (path / METRICS).is_file():
+        return plot_run(path, out_dir, readout_samples=readout_samples)
+    raise PlotError(f"{path} holds neither {BENCH_JSON} (noprop bench) nor {METRICS} (noprop train)")
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+def plot_run(run_dir: Path, out_dir: Path, *, readout_samples: int = 2000) -> list[Path]:
+    rows = MetricsLog.read(run_dir / METRICS)
+    if not rows:
+        raise PlotError(f"{run_dir / METRICS} has no rows yet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = run_label(run_dir)
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_keys = [k for k in rows[0] if k.startswith("train_") and isinstance(rows[0][k], (int, float))]
+    for key in loss_keys:
+        ax_loss.plot(epochs, [r.get(key) for r in rows], marker="o", label=key.removeprefix("train_"))
+    ax_loss.set(title=f"{name}: training loss terms", xlabel="epoch", ylabel="mean over the epoch")
+    ax_loss.legend(fontsize="small")
+    ax_acc.plot(epochs, [100 * r["test_accuracy"] for r in rows], marker="o", color="tab:green")
+    ax_acc.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    written = [_save(fig, out_dir / "training_curves.png")]
+    readouts = run_readouts(run_dir, readout_samples)
+    if readouts and len(readouts) > 1:
+        written.append(_plot_readouts({name: [readouts]}, out_dir / "readout.png"))
+    return written
+
+
+def run_label(run_dir: Path) -> str:
+    try:
+        import yaml
+
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return f"{config['method']} on {config['dataset']}"
+    except (OSError, KeyError, TypeError):
+        return run_dir.name
+
+
+def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
+    """Per-step readout accuracies: from the bench record, or computed from the checkpoint."""
+    if (run_dir / RUN_JSON).is_file():
+        return json.loads((run_dir / RUN_JSON).read_text()).get("readout_accuracies")
+    if not (run_dir / "checkpoint.pt").is_file() or samples <= 0:
+        return None
+    from noprop.data import load_dataset
+    from noprop.run import load_run
+    from noprop.training.trainer import readout_accuracies
+
+    run = load_run(run_dir)
+    data = load_dataset(run.config.dataset, run.config.data_dir)
+    return readout_accuracies(
+        run.method, data.test_x[:samples], data.test_y[:samples],
+        steps=run.config.inference_steps, deterministic=run.config.eval_deterministic,
+        seed=run.config.eval_seed,
+    )
+
+
+# -- a benchmark ------------------------------------------------------------------------------
+
+
+def plot_bench(bench_dir: Path, out_dir: Path) -> list[Path]:
+    bench = json.loads((bench_dir / BENCH_JSON).read_text())
+    runs = [r for r in bench["runs"] if not r.get("failed")]
+    if not runs:
+        raise PlotError(f"{bench_dir}: every run failed; nothing to plot")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in bench["plan"]["methods"] if any(r["method"] == m for r in runs)]
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    dataset = runs[0].get("dataset") or bench["plan"]["config"].get("dataset", "")
+    curves = {id(r): _run_rows(bench_dir, r) for r in runs}
+    written = [
+        _plot_accuracy_vs_time(runs, curves, methods, colors, dataset, out_dir / "accuracy_vs_time.png"),
+        _plot_memory(bench["summary"], runs, colors, bench, out_dir / "peak_memory.png"),
+        _plot_loss_vs_time(runs, curves, methods, colors, dataset, out_dir / "training_curves.png"),
+    ]
+    chains = {m: [r["readout_accuracies"] for r in runs if r["method"] == m] for m in methods}
+    chains = {m: v for m, v in chains.items() if v and len(v[0]) > 1}
+    if chains:
+        written.append(_plot_readouts(chains, out_dir / "readout.png", colors=colors))
+    return written
+
+
+def _run_rows(bench_dir: Path, run: dict[str, Any]) -> list[dict[str, Any]]:
+    path = Path(run["run_dir"])
+    if not path.is_absolute() or not path.exists():  # the bench directory was moved
+        path = bench_dir / "runs" / path.name
+    return MetricsLog.read(path / METRICS) if (path / METRICS).is_file() else []
+
+
+def _cumulative_seconds(rows: list[dict[str, Any]]) -> list[float]:
+    total, out = 0.0, []
+    for r in rows:
+        total += float(r["epoch_seconds"])
+        out.append(total)
+    return out
+
+
+def _plot_accuracy_vs_time(runs, curves, methods, colors, dataset, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labelled: set[str] = set()
+    for r in runs:
+        rows = curves[id(r)]
+        if not rows:
+            continue
+        m = r["method"]
+        ax.plot(_cumulative_seconds(rows), [100 * x["test_accuracy"] for x in rows],
+                marker="o", color=colors[m], alpha=0.85, label=None if m in labelled else m)
+        labelled.add(m)
+    ax.set(title=f"Test accuracy against training time ({dataset})", xlabel="training seconds (cumulative)",
+           ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="method (one line per repeat)", fontsize="small")
+    return _save(fig, path)
+
+
+def _plot_loss_vs_time(runs, curves, methods, colors, dataset, path: Path) -> Path:
+    n = len(methods)
+    cols = min(n, 4)
+    rows_n = -(-n // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+    for ax, m in zip(axes.flat, methods, strict=False):
+        for r in (r for r in runs if r["method"] == m):
+            rows = curves[id(r)]
+            if rows:
+                ax.plot(_cumulative_seconds(rows), [x["train_loss"] for x in rows], marker="o",
+                        color=colors[m], label=f"seed {r['seed']}")
+        ax.set(title=m, xlabel="training seconds", ylabel="training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"Training loss (each method's own loss) - {dataset}")
+    return _save(fig, path)
+
+
+def _plot_memory(summary, runs, colors, bench, path: Path) -> Path:
+    rows = [s for s in summary if s["runs"]]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows) + 2), 4.5))
+    names = [s["method"] for s in rows]
+    means = [s["train_peak_mb"] for s in rows]
+    each = {n: [r["train_peak_mb"] for r in runs if r["method"] == n] for n in names}
+    lows = [mean - min(each[n]) for n, mean in zip(names, means, strict=True)]
+    highs = [max(each[n]) - mean for n, mean in zip(names, means, strict=True)]
+    bars = ax.bar(names, means, yerr=[lows, highs], capsize=4, color=[colors[n] for n in names])
+    ax.bar_label(bars, labels=[f"{v:.0f}" for v in means], padding=3, fontsize="small")
+    kind = rows[0].get("memory_kind", "") if rows else ""
+    what = {"cuda_max_allocated": "CUDA peak allocated (MB)"}.get(kind, "RSS rise during training (MB)")
+    ax.set(title=f"Peak training memory per method ({bench['machine'].get('gpu') or 'CPU'})",
+           ylabel=what, xlabel="method")
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.15)
+    return _save(fig, path)
+
+
+def _plot_readouts(chains: dict[str, Sequence[Sequence[float]]], path: Path, colors=None) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m, repeats in chains.items():
+        steps = range(1, len(repeats[0]) + 1)
+        mean = [100 * sum(r[i] for r in repeats) / len(repeats) for i in range(len(repeats[0]))]
+        ax.plot(steps, mean, marker="o", label=m, color=(colors or {}).get(m))
+    ax.set(title="Accuracy of the prediction read out after each block / step",
+           xlabel="block (DT, backprop: z_t after block t; local: head t) or sampler step",
+           ylabel="test accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(title="method (mean over repeats)", fontsize="small")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

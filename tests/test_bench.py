@@ -1,0 +1,146 @@
+"""The benchmark harness: wall-clock budget, memory meter, summary and report format, fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import make_blobs
+from noprop.bench import (
+    BENCH_JSON,
+    BENCH_MD,
+    RUN_JSON,
+    BenchError,
+    BenchPlan,
+    TrainingMemory,
+    markdown_report,
+    run_bench,
+    run_one,
+    summarize,
+)
+from noprop.cli import main
+from noprop.config import ConfigError, RunConfig
+from noprop.methods import LocalLearning, PlainCNN
+from noprop.spec import DataSpec
+from noprop.training.trainer import Trainer
+
+
+def test_wall_clock_budget_stops_mid_epoch_and_records_the_fraction_done():
+    data = make_blobs(n_train=4096, n_test=64)
+    config = RunConfig(method="cnn", epochs=1000, batch_size=8, max_train_seconds=0.3, progress=False)
+    trainer = Trainer(PlainCNN(data.spec), data, config)
+    results = trainer.fit()
+    rows = trainer.metrics.rows
+    assert results["epochs"] == len(rows) < 1000
+    assert 0 < rows[-1]["epoch_fraction"] <= 1
+    assert 0.3 <= results["train_seconds"] < 10
+    done = len(data.train_x) * (len(rows) - 1 + rows[-1]["epoch_fraction"])
+    # both sides are rounded (fraction to 4 places, seconds to ms)
+    assert results["samples_per_second"] == pytest.approx(done / results["train_seconds"], rel=0.05)
+
+
+def test_wall_clock_budget_must_be_positive():
+    with pytest.raises(ConfigError, match="max_train_seconds"):
+        RunConfig(max_train_seconds=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_training_memory_sees_a_transient_allocation_and_resets_after_a_pause():
+    meter = TrainingMemory(torch.device("cpu"))
+    meter.start()
+    big = torch.ones(50_000_000)  # 200 MB, freed before the reading
+    del big
+    meter.pause()
+    assert meter.kind == "cpu_rss_rise"
+    assert 150 < meter.peak_mb < 400
+    quiet = TrainingMemory(torch.device("cpu"))
+    quiet.start()
+    quiet.pause()
+    assert quiet.peak_mb < 50
+
+
+def _run(method: str, seed: int, acc: float, seconds: float, mem: float) -> dict:
+    return {"method": method, "repeat": seed, "seed": seed, "test_accuracy": acc, "epochs": 1.0,
+            "train_seconds": seconds, "samples_per_second": 1000 / seconds, "train_peak_mb": mem,
+            "process_peak_rss_mb": mem + 300, "num_parameters": 10, "memory_kind": "cpu_rss_rise",
+            "readout_accuracies": [acc]}
+
+
+def test_summary_gives_mean_spread_and_ratios_to_the_baseline():
+    runs = [_run("dt", 0, 0.90, 10, 100), _run("dt", 1, 0.94, 10, 120),
+            _run("backprop", 0, 0.95, 20, 440), {"method": "ff", "repeat": 0, "failed": True}]
+    rows = {r["method"]: r for r in summarize(runs, ["dt", "backprop", "ff"])}
+    dt = rows["dt"]
+    assert dt["runs"] == 2 and dt["test_accuracy"] == pytest.approx(0.92)
+    assert dt["test_accuracy_std"] == pytest.approx(0.0283, abs=1e-3)
+    assert dt["ratios"]["train_peak_mb"] == pytest.approx(110 / 440)
+    assert dt["ratios"]["samples_per_second"] == pytest.approx(2.0)
+    assert dt["accuracy_minus_baseline"] == pytest.approx(-0.03)
+    assert rows["backprop"]["ratios"]["train_peak_mb"] == 1.0
+    assert rows["ff"]["runs"] == 0 and rows["ff"]["failed"] == 1
+
+
+def test_markdown_report_has_a_row_per_method_with_ratio_columns():
+    runs = [_run("dt", 0, 0.9, 10, 100), _run("backprop", 0, 0.95, 20, 400)]
+    bench = {"plan": {"config": {"dataset": "mnist", "max_train_seconds": 120}, "repeats": 1,
+                      "train_subset": None, "test_subset": 5000, "baseline": "backprop"},
+             "machine": {"processor": "x86_64", "cpu_count": 2, "torch_version": "2.x",
+                         "date_utc": "2026-01-01 00:00 UTC"},
+             "summary": summarize(runs, ["dt", "backprop"])}
+    text = markdown_report(bench)
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert "train peak ×backprop" in header and "samples/s ×backprop" in header
+    dt_row = next(line for line in text.splitlines() if line.startswith("| dt |"))
+    cells = [c.strip() for c in dt_row.strip("|").split("|")]
+    assert len(cells) == header.count("|") - 1
+    assert cells[1] == "90.00 ± 0.00" and cells[9] == "0.25"
+    assert "120 s of training per run" in text and "test subset 5000" in text
+
+
+def test_plan_rejects_unknown_methods_runs_repeat_by_repeat_with_one_seed_each():
+    with pytest.raises(BenchError, match="nope"):
+        BenchPlan(methods=["nope"]).run_configs()
+    planned = BenchPlan(methods=["cnn", "local"], config={"max_train_seconds": 5, "seed": 7},
+                        repeats=2).run_configs()
+    assert [(m, r, c.seed) for m, r, c in planned] == [("cnn", 0, 7), ("local", 0, 7), ("cnn", 1, 8),
+                                                      ("local", 1, 8)]
+    assert all(c.epochs is not None and c.epochs > 1000 for _, _, c in planned)  # time is the budget
+
+
+def test_bench_cli_needs_a_budget(tmp_path, capsys):
+    assert main(["bench", "--methods", "cnn", "--out", str(tmp_path)]) == 2
+    assert "budget" in capsys.readouterr().err
+
+
+def test_run_one_records_accuracy_memory_readouts_and_parameters(tmp_path):
+    spec = {"config": RunConfig(method="local", dataset="digits", epochs=1, batch_size=64,
+                                progress=False).to_dict(),
+            "run_dir": str(tmp_path / "run"), "repeat": 0, "train_subset": 256, "test_subset": 128}
+    record = run_one(spec)
+    assert json.loads((tmp_path / "run" / RUN_JSON).read_text()) == record
+    assert record["method"] == "local" and record["epochs"] == 1.0
+    assert record["train_peak_mb"] > 0 and record["process_peak_rss_mb"] > record["train_peak_mb"]
+    assert len(record["readout_accuracies"]) == 4  # one per local head
+    assert record["readout_accuracies"][-1] == record["test_accuracy"]
+    digits = LocalLearning(DataSpec(channels=1, height=8, width=8, num_classes=10))
+    assert record["num_parameters"] == sum(p.numel() for p in digits.parameters())
+
+
+@pytest.mark.slow  # two fresh Python processes: ~10 s on an idle machine, minutes on a loaded one
+def test_run_bench_runs_every_repeat_in_a_fresh_process_and_writes_json_and_markdown(tmp_path):
+    plan = BenchPlan(methods=["cnn"], config={"dataset": "digits", "epochs": 1, "batch_size": 64},
+                     repeats=2, train_subset=256, test_subset=128, baseline="cnn")
+    bench = run_bench(plan, tmp_path, log=lambda _: None)
+    on_disk = json.loads((tmp_path / BENCH_JSON).read_text())
+    assert on_disk["summary"] == json.loads(json.dumps(bench["summary"]))
+    pids = {r["pid"] for r in on_disk["runs"]}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for run in on_disk["runs"]:
+        assert run["train_peak_mb"] > 0 and run["num_parameters"] > 0
+        assert 0 <= run["test_accuracy"] <= 1 and run["readout_accuracies"][-1] == run["test_accuracy"]
+        assert (tmp_path / "runs" / f"cnn-r{run['repeat']}" / "metrics.csv").is_file()
+    assert "| cnn |" in (tmp_path / BENCH_MD).read_text()

@@ -1,0 +1,68 @@
+"""``noprop plot``: figures for a run directory and for a benchmark directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from noprop.cli import main
+from noprop.plot import PlotError, plot_path
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(run_dir: Path, method: str, accs: list[float], readouts: list[float] | None = None) -> None:
+    run_dir.mkdir(parents=True)
+    lines = ["epoch,train_loss,train_ce,test_accuracy,epoch_seconds,samples_per_second"]
+    lines += [f"{i},{2.0 / i},{1.0 / i},{a},10.0,100.0" for i, a in enumerate(accs, start=1)]
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "config.yaml").write_text(f"method: {method}\ndataset: mnist\n")
+    if readouts is not None:
+        (run_dir / "bench_run.json").write_text(json.dumps({"readout_accuracies": readouts}))
+
+
+def assert_pngs(paths: list[Path], names: set[str]) -> None:
+    assert {p.name for p in paths} == names
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+
+
+def test_run_directory_gives_training_curves_and_chain_readout(tmp_path):
+    write_run(tmp_path / "run", "dt", [0.5, 0.8, 0.9], readouts=[0.3, 0.6, 0.9])
+    written = plot_path(tmp_path / "run", tmp_path / "figs")
+    assert_pngs(written, {"training_curves.png", "readout.png"})
+
+
+def test_run_without_a_chain_gets_no_readout_figure(tmp_path):
+    write_run(tmp_path / "run", "cnn", [0.5, 0.8], readouts=[0.8])
+    assert_pngs(plot_path(tmp_path / "run"), {"training_curves.png"})
+
+
+def test_bench_directory_gives_accuracy_time_memory_readout_and_loss_figures(tmp_path):
+    runs = []
+    for method, peak, readouts in [("dt", 300.0, [0.2, 0.5, 0.7]), ("backprop", 900.0, [0.3, 0.6, 0.8]),
+                                   ("cnn", 100.0, [0.9])]:
+        for seed in (0, 1):
+            run_dir = tmp_path / "runs" / f"{method}-r{seed}"
+            write_run(run_dir, method, [0.4, readouts[-1]])
+            runs.append({"method": method, "seed": seed, "dataset": "mnist", "train_peak_mb": peak + seed,
+                         "readout_accuracies": readouts, "run_dir": str(run_dir)})
+    runs.append({"method": "ff", "seed": 0, "failed": True, "run_dir": "x"})
+    summary = [{"method": m, "runs": 2, "train_peak_mb": p + 0.5, "memory_kind": "cpu_rss_rise"}
+               for m, p in [("dt", 300.0), ("backprop", 900.0), ("cnn", 100.0)]]
+    summary.append({"method": "ff", "runs": 0})
+    bench = {"plan": {"methods": ["dt", "backprop", "cnn", "ff"], "config": {"dataset": "mnist"}},
+             "machine": {}, "runs": runs, "summary": summary}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    written = plot_path(tmp_path, tmp_path / "figs")
+    assert_pngs(written, {"accuracy_vs_time.png", "peak_memory.png", "training_curves.png", "readout.png"})
+
+
+def test_plot_of_a_directory_with_nothing_to_plot_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(PlotError):
+        plot_path(tmp_path)
+    assert main(["plot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("noprop: error:") and "bench.json" in err and "\n" not in err
