@@ -22,7 +22,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: creates ``<file>`` and waits (up to :data:`PAUSE_LIMIT_S`) for a signal. A test can then send a
 #: real SIGTERM at a known step instead of racing the loop. Unset in normal use.
 PAUSE_ENV = "NOPROP_TEST_PAUSE_AFTER"
-PAUSE_LIMIT_S = 60.0
+PAUSE_LIMIT_S = 300.0
 
 
 class TrainingInterrupted(Exception):
