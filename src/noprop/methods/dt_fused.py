@@ -125,10 +125,10 @@ class StackedBlocks:
         with autocast:
             out = vmap(one_block, in_dims=(0, 0, *in_dims), randomness="different")(params, buffers, *args)
         if buffers and module.training:  # BatchNorm updated the stacked statistics: write them back
+            live = [(buf, buffers[name][t]) for t, block in enumerate(self.blocks)
+                    for name, buf in block.get_submodule(submodule).named_buffers()]
             with torch.no_grad():
-                for t, block in enumerate(self.blocks):
-                    for name, buf in block.get_submodule(submodule).named_buffers():
-                        buf.copy_(buffers[name][t])
+                torch._foreach_copy_([dst for dst, _ in live], [src for _, src in live])  # one launch
         return out.float() if use_autocast else out
 
 

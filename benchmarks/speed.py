@@ -1,0 +1,305 @@
+"""Training speed of NoProp-DT one block at a time, fused, and backprop through the same blocks.
+
+Measures, in one process and back to back on MNIST-shaped data (1 x 28 x 28, 10 classes, the
+paper's block, T = 10, batch 128):
+
+    (a) NoProp-DT, one block at a time: T local steps per batch (interleaved order)
+    (b) NoProp-DT, fused: one vmapped step over all T blocks per batch (``fused=True``)
+    (c) backprop through the same T blocks (``backprop``): one end-to-end step per batch
+
+training samples per second (batches x batch size / seconds) and peak memory, each as a ratio to
+(c). On a shared CPU the wall clock mostly measures the other jobs, so the process's CPU time
+(``time.process_time``) is reported beside it, and the ratios are also given per round (median);
+the achieved FLOP/s of (b) against the machine's matmul peak (a large matmul timed in the same
+run); and the T-step sampler's images per second, unfused and fused.
+
+The variants run in alternating rounds (a, b, c, a, b, c, ...) so that a change in the load of a
+shared machine hits all three alike. Peak memory: on CUDA ``max_memory_allocated``; on CPU the
+live tensor bytes of one step, counted by a dispatch mode (see :class:`PeakTensorMemory`), on
+top of the parameters, buffers and optimizer state.
+
+Usage::
+
+    nice -n 10 python benchmarks/speed.py                 # CPU, about 5 minutes on 2 idle cores
+    python benchmarks/speed.py --device cuda --steps 20   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+from noprop.config import RunConfig
+from noprop.methods import Method, build_method
+from noprop.methods.dt_fused import retain_freed_memory
+from noprop.spec import DataSpec
+from noprop.training.trainer import make_optimizers
+
+MNIST = DataSpec(channels=1, height=28, width=28, num_classes=10)
+VARIANTS = {"a": "NoProp-DT, one block at a time", "b": "NoProp-DT, fused", "c": "backprop, same blocks"}
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage created inside the ``with`` block and alive at once.
+
+    Every op's outputs pass through ``__torch_dispatch__`` (under vmap too: the mode sees the
+    physical, block-stacked tensors). A storage is counted when first seen and uncounted when
+    Python's weakref to it dies. Storages that existed before (``existing``) are never counted.
+    """
+
+    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {t.untyped_storage().data_ptr(): 0 for t in existing}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self._sizes:
+                    self._sizes[key] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+
+class Variant:
+    """A method with its optimizers and a function that takes one training step on a batch."""
+
+    def __init__(self, key: str, method: Method, device: torch.device) -> None:
+        self.key = key
+        self.method = method.to(device).train()
+        self.optimizers = make_optimizers(self.method, RunConfig(method=method.name))
+        self.units = self.method.training_units()
+        self.device = device
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.batches = 0
+        self.round_seconds: list[float] = []
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Every training unit once on (x, y): T local steps for (a), one step for (b) and (c)."""
+        autocast = torch.autocast("cuda", torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        for i, unit in enumerate(self.units):
+            with autocast:
+                loss = self.method.unit_loss(i, x, y).loss
+            loss.backward()
+            for group in unit.groups:
+                if group in self.optimizers:
+                    self.optimizers[group].step()
+                    self.optimizers[group].zero_grad(set_to_none=True)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Parameters, buffers and optimizer state: the memory a step starts with."""
+        opt_state = [v for opt in self.optimizers.values() for s in opt.state.values()
+                     for v in s.values() if isinstance(v, torch.Tensor)]
+        return [*self.method.parameters(), *self.method.buffers(), *opt_state]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    return timed_both(fn, device)[0]
+
+
+def timed_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``fn()``."""
+    sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def matmul_peak_flops(device: torch.device, n: int, reps: int) -> float:
+    """FLOP/s of an ``n x n`` float32 matmul (bf16 on CUDA, the dtype the fused step uses there)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    best = min(timed(lambda: a @ b, device) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def peak_memory_mb(variant: Variant, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Peak memory of one training step, state included (after a warm step created the state)."""
+    static = sum(t.untyped_storage().nbytes() for t in {id(t): t for t in variant.state_tensors()}.values())
+    if variant.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(variant.device)
+        variant.step(x, y)
+        return torch.cuda.max_memory_allocated(variant.device) / 2**20
+    with PeakTensorMemory(variant.state_tensors()) as tracker:
+        variant.step(x, y)
+    return (static + tracker.peak) / 2**20
+
+
+def step_flops(variant: Variant, x: torch.Tensor, y: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter:
+        variant.step(x, y)
+    return counter.get_total_flops()
+
+
+def sampler_images_per_second(method: Method, x: torch.Tensor, fused: bool, reps: int) -> float:
+    method.eval()
+    method.fused = fused
+    with torch.inference_mode():
+        method.predict_logits(x[:8])
+        seconds = min(timed(lambda: method.predict_logits(x), x.device) for _ in range(reps))
+    method.fused = True
+    method.train()
+    return len(x) / seconds
+
+
+def profile_table(variant: Variant, x: torch.Tensor, y: torch.Tensor, rows: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if variant.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        variant.step(x, y)
+        sync(variant.device)
+    key = "self_cuda_time_total" if variant.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-T", "--num-blocks", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=4, help="timed batches per variant per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a), (b), (c)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--sampler-batch", type=int, default=512)
+    p.add_argument("--profile", action="store_true", help="print the top ops of one step of (a) and (b)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    # the fused step switches this on for the whole process at its first CPU call; switch it on
+    # before anything runs so that (a), (b) and (c) all run with the same allocator
+    allocator = retain_freed_memory() if device.type == "cpu" else None
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n = args.batch_size * max(args.steps, 4)
+    data_x = torch.randn(n, *MNIST.image_shape, generator=g).to(device)
+    data_y = torch.randint(0, MNIST.num_classes, (n,), generator=g).to(device)
+    hp = {"num_blocks": args.num_blocks}
+    variants = {
+        "a": Variant("a", build_method("dt", MNIST, hp), device),
+        "b": Variant("b", build_method("dt", MNIST, {**hp, "fused": True}), device),
+        "c": Variant("c", build_method("backprop", MNIST, hp), device),
+    }
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * args.batch_size) % (n - args.batch_size + 1)
+        return data_x[start : start + args.batch_size], data_y[start : start + args.batch_size]
+
+    x0, y0 = batch(0)
+    for v in variants.values():  # warm-up: kernels chosen, optimizer state created, memory reserved
+        v.step(x0, y0)
+    for r in range(args.rounds):
+        for v in variants.values():
+            def run(v: Variant = v, r: int = r) -> None:
+                for i in range(args.steps):
+                    v.step(*batch(r * args.steps + i))
+            wall, cpu = timed_both(run, device)
+            v.seconds += wall
+            v.cpu_seconds += cpu
+            v.round_seconds.append(wall)
+            v.batches += args.steps
+        rates = (f"({k}) {v.batches * args.batch_size / v.seconds:.1f}" for k, v in variants.items())
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(rates) + " samples/s", flush=True)
+
+    memory = {k: peak_memory_mb(v, x0, y0) for k, v in variants.items()}
+    flops = {k: step_flops(v, x0, y0) for k, v in variants.items()}
+    peak = matmul_peak_flops(device, args.matmul_size, reps=5)
+    sampler_x = data_x[: args.sampler_batch] if len(data_x) >= args.sampler_batch else data_x
+    sampler = {name: sampler_images_per_second(variants["b"].method, sampler_x, fused, reps=3)
+               for name, fused in (("unfused", False), ("fused", True))}
+
+    throughput = {k: v.batches * args.batch_size / v.seconds for k, v in variants.items()}
+    cpu_throughput = {k: v.batches * args.batch_size / v.cpu_seconds for k, v in variants.items()}
+    per_round = {k: sorted(variants["c"].round_seconds[r] / v.round_seconds[r] for r in range(args.rounds))
+                 for k, v in variants.items()}
+    # model FLOPs: the work of T blocks, counted on (a); the counter sees more in (b)'s vmapped
+    # convolution backward (docs/benchmarks.md), which would flatter the fraction
+    fused_flops = flops["a"] * variants["b"].batches / variants["b"].seconds
+    results = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "device": str(device),
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        "cpu_allocator_retains_freed_memory": allocator,
+        "settings": {k: getattr(args, k) for k in ("num_blocks", "batch_size", "steps", "rounds")},
+        "samples_per_second": {k: round(v, 2) for k, v in throughput.items()},
+        "throughput_ratio_to_backprop": {k: round(v / throughput["c"], 3) for k, v in throughput.items()},
+        "fused_speedup_over_one_block_at_a_time": round(throughput["b"] / throughput["a"], 3),
+        "median_round_ratio_to_backprop": {k: round(v[len(v) // 2], 3) for k, v in per_round.items()},
+        "samples_per_cpu_second": {k: round(v, 2) for k, v in cpu_throughput.items()},
+        "cpu_time_ratio_to_backprop": {k: round(v / cpu_throughput["c"], 3)
+                                       for k, v in cpu_throughput.items()},
+        "fused_speedup_over_one_block_at_a_time_cpu_time": round(cpu_throughput["b"] / cpu_throughput["a"],
+                                                                 3),
+        "peak_memory_mb": {k: round(v, 1) for k, v in memory.items()},
+        "memory_ratio_to_backprop": {k: round(v / memory["c"], 3) for k, v in memory.items()},
+        "gflop_per_step": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "fused_model_gflop_per_second": round(fused_flops / 1e9, 2),
+        "matmul_peak_gflop_per_second": round(peak / 1e9, 2),
+        "fused_fraction_of_matmul_peak": round(fused_flops / peak, 3),
+        "sampler_images_per_second": {k: round(v, 1) for k, v in sampler.items()},
+        "benchmark_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if args.profile:
+        for k in ("a", "b"):
+            print(f"\n## profile of one step of ({k}) {VARIANTS[k]}\n")
+            print(profile_table(variants[k], x0, y0, rows=12))
+    return results
+
+
+if __name__ == "__main__":
+    main()
