@@ -239,6 +239,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "run_dir": str(run_dir),
         "pid": os.getpid(),
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     atomic_write_json(run_dir / RUN_JSON, record)
     return record

@@ -70,11 +70,12 @@ def plot_run(run_dir: Path, out_dir: Path, *, readout_samples: int = 2000) -> li
     ax_acc.plot(epochs, [100 * r["test_accuracy"] for r in rows], marker="o", color="tab:green")
     ax_acc.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     written = [_save(fig, out_dir / "training_curves.png")]
     readouts = run_readouts(run_dir, readout_samples)
     if readouts and len(readouts) > 1:
-        written.append(_plot_readouts({name: [readouts]}, out_dir / "readout.png"))
+        written.append(_plot_readouts({name: [readouts]}, out_dir / "readout.png", legend="run"))
     return written
 
 
@@ -204,7 +205,8 @@ def _plot_memory(summary, runs, colors, bench, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_readouts(chains: dict[str, Sequence[Sequence[float]]], path: Path, colors=None) -> Path:
+def _plot_readouts(chains: dict[str, Sequence[Sequence[float]]], path: Path, colors=None,
+                   legend: str = "method (mean over repeats)") -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m, repeats in chains.items():
         steps = range(1, len(repeats[0]) + 1)
@@ -215,7 +217,7 @@ def _plot_readouts(chains: dict[str, Sequence[Sequence[float]]], path: Path, col
            ylabel="test accuracy (%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(title="method (mean over repeats)", fontsize="small")
+    ax.legend(title=legend, fontsize="small")
     return _save(fig, path)
 
 
