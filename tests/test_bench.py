@@ -116,6 +116,15 @@ def test_bench_cli_needs_a_budget(tmp_path, capsys):
     assert "budget" in capsys.readouterr().err
 
 
+def test_bench_cli_refuses_method_and_unknown_methods_with_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "--methods", "cnn", "--method", "dt", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    assert "--methods" in capsys.readouterr().err
+    assert main(["bench", "--methods", "cnn", "nope", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("noprop: error:") and "nope" in err and "\n" not in err
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_run_one_records_accuracy_memory_readouts_and_parameters(tmp_path):
     spec = {"config": RunConfig(method="local", dataset="digits", epochs=1, batch_size=64,
                                 progress=False).to_dict(),

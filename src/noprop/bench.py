@@ -28,12 +28,11 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from noprop.config import RunConfig
 from noprop.data import ClassificationData, load_dataset
 from noprop.run import build_for
 from noprop.training.checkpoint import atomic_write_json, atomic_write_text
-from noprop.training.device import resolve_device
+from noprop.training.device import peak_memory_mb, resolve_device
 from noprop.training.trainer import Trainer
 
 BENCH_JSON = "bench.json"
@@ -109,8 +108,7 @@ def _proc_status_mb(key: str) -> float | None:
 
 def process_peak_rss_mb() -> float:
     """Peak resident set of this process since it started (``ru_maxrss``)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    return peak_memory_mb(torch.device("cpu"))
 
 
 class TrainingMemory:
@@ -207,7 +205,7 @@ def subset(data: ClassificationData, train: int | None, test: int | None, seed: 
 
     tx, ty = pick(data.train_x, data.train_y, train)
     vx, vy = pick(data.test_x, data.test_y, test)
-    return ClassificationData(data.name, tx, ty, vx, vy, num_classes=data.num_classes)
+    return replace(data, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
