@@ -154,3 +154,27 @@ def test_prediction_is_the_nearest_class_embedding() -> None:
     method.sample = lambda *a, **k: z_1  # type: ignore[method-assign]
     nearest = torch.cdist(z_1, method.embedding.weight).argmin(-1)
     assert torch.equal(method.predict_logits(x).argmax(-1), nearest)
+
+
+# -- the command line ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["ct", "fm"])
+def test_saved_ct_fm_runs_reevaluate_at_several_step_counts_in_one_call(
+    method: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from noprop.cli import main
+    from noprop.config import RunConfig
+    from noprop.data import load_dataset
+    from noprop.run import train_run
+
+    digits = load_dataset("digits")
+    small = replace(digits, train_x=digits.train_x[:64], train_y=digits.train_y[:64])
+    config = RunConfig(method=method, dataset="digits", epochs=1, batch_size=32,
+                       eval_inference_steps=2, progress=False)
+    _, results = train_run(config, tmp_path / "run", data=small)
+    assert results["config"]["inference_steps"] == 1000  # the paper's count is kept for later
+    assert main(["evaluate", str(tmp_path / "run"), "--steps", "1", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert [line.split(":")[0] for line in lines] == ["steps=1", "steps=3"]
+    assert all(0.0 <= float(line.split()[-1]) <= 1.0 for line in lines)
