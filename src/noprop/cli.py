@@ -107,7 +107,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="dimension of learned embeddings (default 20)")
     p.add_argument("--inference-steps", dest="inference_steps", type=_positive_int, default=s)
     p.add_argument("--fused", action="store_true", default=s,
-                   help="DT: train all blocks of a step in one batched pass (same block updates, faster)")
+                   help="DT: all blocks of a step in one batched pass (same block updates; for GPUs)")
     p.add_argument("--eval-inference-steps", dest="eval_inference_steps", type=_positive_int,
                    default=s, help="sampler steps for the per-epoch evaluation (default: --inference-steps)")
     p.add_argument("--fm-sigma", dest="fm_sigma", type=_nonnegative_float, default=s,
