@@ -39,6 +39,9 @@ class ClassificationData:
     num_classes: int
     train_transform: BatchTransform | None = None
     class_names: tuple[str, ...] | None = None
+    #: Per-channel ``(mean, std)`` the images were standardised with, in units of pixels scaled
+    #: to [0, 1]; saved with the model so ``noprop predict`` can prepare raw images the same way.
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

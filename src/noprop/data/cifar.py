@@ -170,4 +170,5 @@ def load_cifar(info: DatasetInfo, path: Path) -> ClassificationData:
         num_classes=info.num_classes,
         train_transform=cifar_augmentation(info.mean, info.std),
         class_names=raw["class_names"],
+        normalization=(tuple(info.mean), tuple(info.std)),
     )

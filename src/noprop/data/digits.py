@@ -25,4 +25,5 @@ def load_digits() -> ClassificationData:
     test, train = order[:n_test], order[n_test:]
     mean, std = x[train].mean(), x[train].std()
     x = (x - mean) / std
-    return ClassificationData("digits", x[train], y[train], x[test], y[test], num_classes=10)
+    return ClassificationData("digits", x[train], y[train], x[test], y[test], num_classes=10,
+                              normalization=((float(mean),), (float(std),)))

@@ -82,4 +82,5 @@ def load_idx_dataset(name: str, directory: Path) -> ClassificationData:
         images(arrays["test_x"]),
         labels(arrays["test_y"]),
         num_classes=CATALOG[name].num_classes,
+        normalization=((mean,), (std,)),
     )

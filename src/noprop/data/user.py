@@ -53,11 +53,12 @@ def load_npz(path: Path) -> ClassificationData:
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"{path}: give both x_test and y_test, or neither")
     names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else None
-    x, y = _images(arrays["x"], f"{path}: x"), _labels(arrays["y"], f"{path}: y")
+    x, y = images_from_array(arrays["x"], f"{path}: x"), _labels(arrays["y"], f"{path}: y")
     if len(x) != len(y):
         raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
     if "x_test" in arrays:
-        xt, yt = _images(arrays["x_test"], f"{path}: x_test"), _labels(arrays["y_test"], f"{path}: y_test")
+        xt = images_from_array(arrays["x_test"], f"{path}: x_test")
+        yt = _labels(arrays["y_test"], f"{path}: y_test")
         if len(xt) != len(yt):
             raise DataError(f"{path}: x_test has {len(xt)} images but y_test has {len(yt)} labels")
         if xt.shape[1:] != x.shape[1:]:
@@ -67,7 +68,7 @@ def load_npz(path: Path) -> ClassificationData:
     return _assemble(path.stem, x, y, xt, yt, names, path)
 
 
-def _images(a: np.ndarray, what: str) -> np.ndarray:
+def images_from_array(a: np.ndarray, what: str) -> np.ndarray:
     """``(N, C, H, W)`` float32 in the array's own scale (uint8 scaled to [0, 1])."""
     if a.dtype.kind not in "uif" or a.dtype == np.bool_:
         raise DataError(f"{what} must hold numbers, found dtype {a.dtype}")
@@ -133,6 +134,7 @@ def _assemble(
         torch.from_numpy(yt),
         num_classes=num_classes,
         class_names=class_names,
+        normalization=(tuple(mean.ravel().tolist()), tuple(std.ravel().tolist())),
     )
 
 
@@ -145,13 +147,13 @@ def load_image_folder(root: Path) -> ClassificationData:
         if unknown:
             raise DataError(f"{root / 'test'} has classes not in {root / 'train'}: {', '.join(unknown)}")
         paths = [p for p, _ in files] + [p for p, _ in test_files]
-        images = _read_images(paths)
+        images = read_image_files(paths)
         x, xt = images[: len(files)], images[len(files) :]
         y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
         yt = np.array([classes.index(c) for _, c in test_files], dtype=np.int64)
     else:
         files, classes = _class_files(root)
-        x = _read_images([p for p, _ in files])
+        x = read_image_files([p for p, _ in files])
         y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
         x, y, xt, yt = _split(x, y, root)
     return _assemble(root.name, x, y, xt, yt, tuple(classes), root)
@@ -174,7 +176,7 @@ def _class_files(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     return pairs, [d.name for d in class_dirs]
 
 
-def _read_images(paths: list[Path]) -> np.ndarray:
+def read_image_files(paths: list[Path]) -> np.ndarray:
     """All images as ``(N, C, H, W)`` float32 in [0, 1]; one size required."""
     from PIL import Image, UnidentifiedImageError
 

@@ -208,6 +208,13 @@ class Trainer:
             "noprop_version": __version__,
             "config": self.resolved_config(),
             "spec": asdict(self.data.spec),
+            # how to prepare new inputs and name the classes (noprop predict)
+            "data_info": {
+                "name": self.data.name,
+                "class_names": list(self.data.class_names) if self.data.class_names else None,
+                "normalization": ([list(v) for v in self.data.normalization]
+                                  if self.data.normalization else None),
+            },
             "model": self.method.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "epoch": self.epoch,

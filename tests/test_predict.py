@@ -1,0 +1,71 @@
+"""``noprop predict``: new images, prepared as in training, get the same answer as evaluation."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from noprop.cli import main
+from noprop.run import load_run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A tiny run on a user .npz of uint8 12x12 images of 3 classes."""
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 256, size=(3, 12, 12))
+    y = rng.integers(0, 3, size=150)
+    x = np.clip(patterns[y] + rng.normal(0, 20, size=(150, 12, 12)), 0, 255).astype(np.uint8)
+    np.savez(root / "mine.npz", x=x, y=y, class_names=np.array(["ant", "bee", "cat"]))
+    run_dir = root / "run"
+    argv = ["train", "--dataset", str(root / "mine.npz"), "-T", "2", "--epochs", "3", "--batch-size", "32",
+            "--lr", "1e-2", "--quiet", "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    return run_dir, x, y
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_predict_npz_matches_the_model_on_identically_prepared_inputs(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    np.savez(tmp_path / "new.npz", x=x[:20])
+    assert main(["predict", str(run_dir), str(tmp_path / "new.npz")]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 20 and rows[0]["input"].endswith("new.npz[0]")
+    run = load_run(run_dir)
+    mean, std = run.checkpoint["data_info"]["normalization"]
+    prepared = (torch.from_numpy(x[:20]).float().unsqueeze(1) / 255 - mean[0]) / std[0]
+    generator = torch.Generator().manual_seed(run.config.eval_seed)
+    expected = run.method.predict_logits(prepared, generator=generator).argmax(-1)
+    assert [int(r["label"]) for r in rows] == expected.tolist()
+    assert {r["class"] for r in rows} <= {"ant", "bee", "cat"}
+
+
+def test_predict_reads_image_files_and_folders(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(x[i]).save(folder / f"img{i}.png")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(folder), "--output", str(out)]) == 0
+    rows = _rows(out.read_text())
+    assert [Path(r["input"]).name for r in rows] == [f"img{i}.png" for i in range(6)]
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+def test_predict_rejects_images_of_the_wrong_shape(trained, tmp_path, capsys) -> None:
+    run_dir, *_ = trained
+    np.save(tmp_path / "big.npy", np.zeros((2, 20, 20), dtype=np.uint8))
+    assert main(["predict", str(run_dir), str(tmp_path / "big.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "20x20" in err and "1x12x12" in err
