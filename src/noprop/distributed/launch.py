@@ -260,23 +260,39 @@ def spawn(
         context = mp.start_processes(_child, (fn, args, kwargs, nproc, free_port(), threads, out_dir),
                                      nprocs=nproc, join=False, start_method="spawn")
         procs = context.processes
-        while True:
-            failed = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
-            alive = [p for p in procs if p.exitcode is None]
-            if failed or not alive:
-                break
-            mp_connection.wait([p.sentinel for p in alive], timeout=1.0)
+        try:
+            while True:
+                failed = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                alive = [p for p in procs if p.exitcode is None]
+                if failed or not alive:
+                    break
+                mp_connection.wait([p.sentinel for p in alive], timeout=1.0)
+        except BaseException:  # Ctrl-C in the launcher: the processes checkpoint (SIGINT) and stop
+            _stop(procs)
+            raise
         if failed:
-            deadline = time.monotonic() + GRACE_S
-            for p in procs:
-                p.join(timeout=max(0.0, deadline - time.monotonic()))
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-                    p.join()
+            _stop(procs)
             errors = {r: _load(Path(out_dir) / f"error{r}.pt") for r in range(nproc)}
             raise _root_cause(errors, failed[0], procs[failed[0]].exitcode, nproc)
         return [_load(Path(out_dir) / f"value{r}.pt") for r in range(nproc)]
+
+
+def _stop(procs: list[Any]) -> None:
+    """Wait :data:`GRACE_S` for the processes to exit, then SIGTERM them, then SIGKILL.
+
+    On SIGTERM the trainer checkpoints and stops at its next step; a process stuck elsewhere
+    (in a collective, until its timeout) is killed after another grace period.
+    """
+    deadline = time.monotonic() + GRACE_S
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for signal in ("terminate", "kill"):
+        alive = [p for p in procs if p.is_alive()]
+        for p in alive:
+            getattr(p, signal)()
+        deadline = time.monotonic() + GRACE_S
+        for p in alive:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _is_lost_peer(err: BaseException) -> bool:
