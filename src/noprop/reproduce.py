@@ -248,7 +248,7 @@ def write_report(results: list[ExperimentResult], out_dir: Path) -> list[Experim
         "torch_version": torch.__version__,
         "experiments": [r.to_dict() for r in rows],
     })
-    commands = "\n".join(f"- {r.name}: `{r.command}` ({r.date})" for r in rows if r.command)
+    commands = "\n".join(f"- {r.name}: `{r.command}` (started {r.date})" for r in rows if r.command)
     atomic_write_text(out_dir / REPORT_MD, (
         "# NoProp reproduction: our test accuracy next to the paper's (v1 Table 1)\n\n"
         + markdown_table(rows)
