@@ -12,8 +12,8 @@ The building blocks live in sub-modules: :mod:`noprop.schedules`, :mod:`noprop.e
 
 __version__ = "0.1.0"
 
-from noprop.api import Classifier  # noqa: E402  (needs __version__ defined first)
-from noprop.config import RunConfig  # noqa: E402
-from noprop.spec import DataSpec  # noqa: E402
+from noprop.api import Classifier
+from noprop.config import RunConfig
+from noprop.spec import DataSpec
 
 __all__ = ["Classifier", "DataSpec", "RunConfig", "__version__"]
