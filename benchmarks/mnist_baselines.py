@@ -92,9 +92,11 @@ def render(bench: dict, out: Path) -> str:
         f"(repeats done: {len(done)} of {planned} for some methods; see the runs column of bench.md).")
     return "\n".join([
         START,
-        f"Measured {machine['date_utc']} on {machine['cpu_count']} CPU cores ({machine['processor']}), "
-        f"**shared** with several other training jobs ({load}), torch {machine['torch_version']}, "
-        f"{machine['torch_threads']} threads, under `nice -n 10`. Command (`benchmarks/mnist_baselines.py`):",
+        f"Runs finished {machine['date_utc']} ({bench['wall_seconds'] / 60:.0f} minutes of bench in the last "
+        f"session) on {machine['cpu_count']} CPU cores ({machine['processor']}), "
+        f"**shared** with several other training jobs ({load}), torch {machine['torch_version']} "
+        f"({machine['torch_threads']} intra-op thread(s)), under `nice -n 10`. "
+        "Command (`benchmarks/mnist_baselines.py`):",
         "",
         "```",
         "noprop bench " + shlex.join(BENCH_ARGS).replace(str(DATA), "DATA/mnist") + f" --out {out.name}",

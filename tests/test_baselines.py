@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_blobs
 
+from conftest import make_blobs
 from noprop.config import RunConfig
 from noprop.methods import METHODS, BackpropChain, ForwardForward, LocalLearning, PlainCNN
 from noprop.methods.forward_forward import embed_label, goodness

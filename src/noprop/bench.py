@@ -419,7 +419,8 @@ MEMORY_KINDS = {
                     "after the data was loaded (model, gradients, optimizer state, activations; "
                     "evaluation excluded)",
     "cpu_maxrss_rise": "rise of the process's peak RSS over its size after the data was loaded "
-                       "(evaluation included: this system cannot reset the peak)",
+                       "(an upper bound: this system cannot reset the peak, so loading the data "
+                       "and evaluation count too)",
     "cuda_max_allocated": "CUDA peak allocated memory during training steps (evaluation excluded)",
 }
 
