@@ -80,3 +80,16 @@ def test_bad_input_gives_one_line_error_and_exit_code_2(argv: list[str], message
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert message in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("results.json"))
+
+
+def test_a_dataset_path_is_saved_absolute_and_names_the_run_dir(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (60, 8, 8)).astype("uint8")
+    np.savez(tmp_path / "mine.npz", x=x, y=rng.integers(0, 3, 60))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "mine.npz", *TINY]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("mine-dt-")
+    assert f"dataset: {tmp_path / 'mine.npz'}" in (run_dir / "config.yaml").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 BLOCK_ORDERS = ("sequential", "interleaved")
@@ -131,7 +132,19 @@ class RunConfig:
         }
         names = {f.name for f in fields(self)}
         changes = {k: v for k, v in defaults.items() if k in names and getattr(self, k) is None}
+        changes.update(self._absolute_paths())
         return self.replace(**changes)
+
+    def _absolute_paths(self) -> dict[str, str]:
+        """Data paths made absolute, so a saved run resumes from any working directory."""
+        from noprop.data import DATASETS, is_dataset_path
+
+        out = {}
+        if self.data_dir is not None:
+            out["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        if self.dataset not in DATASETS and is_dataset_path(self.dataset):
+            out["dataset"] = str(Path(self.dataset).expanduser().resolve())
+        return out
 
     def method_hyperparameters(self) -> dict[str, Any]:
         """The hyperparameters this run's method takes, defaults filled in."""

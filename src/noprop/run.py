@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from noprop.config import ConfigError, RunConfig
-from noprop.data import ClassificationData, load_dataset
+from noprop.data import DATASETS, ClassificationData, load_dataset
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import CheckpointError, load_checkpoint, seed_everything
@@ -44,7 +44,8 @@ class RunDirError(ValueError):
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     """``runs/<dataset>-<method>-<timestamp>``, never an existing directory."""
-    stem = f"{config.dataset}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = config.dataset if config.dataset in DATASETS else Path(config.dataset).stem
+    stem = f"{name}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = root / stem, 1
     while path.exists():
         n += 1
