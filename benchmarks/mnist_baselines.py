@@ -95,8 +95,8 @@ def render(bench: dict, out: Path) -> str:
     return "\n".join([
         START,
         f"Runs finished {machine['date_utc']} ({bench['wall_seconds'] / 60:.0f} minutes of bench in the last "
-        f"session) on {machine['cpu_count']} CPU cores ({machine['processor']}), "
-        f"({load}), torch {machine['torch_version']} ({machine['torch_threads']} intra-op thread(s)). "
+        f"session) on {machine['cpu_count']} CPU cores ({machine['processor']}); "
+        f"{load}; torch {machine['torch_version']} ({machine['torch_threads']} intra-op thread(s)). "
         "Command (`benchmarks/mnist_baselines.py`):",
         "",
         "```",
