@@ -27,6 +27,15 @@ def make_blobs(n_train: int = 256, n_test: int = 128, *, classes: int = 4, shape
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread: on a small shared CPU, two threads contend and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def blobs() -> ClassificationData:
     return make_blobs()
 

@@ -17,13 +17,7 @@ from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 from test_resume import make_blobs, tiny_config, write_npz
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -26,13 +26,7 @@ from noprop.reproduce import (
 TINY = {"batch_size": 64, "num_blocks": 2, "device": "cpu", "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a small shared CPU, two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mnist_shaped(n_train: int = 128, n_test: int = 64) -> ClassificationData:

@@ -31,13 +31,7 @@ from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 TIMING = ("epoch_seconds", "samples_per_second")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster on a shared 2-core machine, and the subprocesses use one too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_blobs(n_train: int, n_test: int, *, classes: int, nan_at: int | None = None) -> ClassificationData:
