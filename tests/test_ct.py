@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from noprop.methods import NoPropCT, build_method
+from noprop.methods import NoPropCT, NoPropFM, build_method
 from noprop.spec import DataSpec
 
 SPEC = DataSpec(channels=1, height=8, width=8, num_classes=3)
@@ -34,9 +34,11 @@ def test_parameter_groups_cover_every_parameter_exactly_once() -> None:
     assert schedule <= {id(p) for p in method.parameter_groups()["shared"]}
 
 
-def test_training_never_feeds_the_block_its_own_output() -> None:
+@pytest.mark.parametrize("cls", [NoPropCT, NoPropFM])
+def test_training_never_feeds_the_block_its_own_output(cls: type) -> None:
+    """CT and FM alike: one block evaluation per step, on an input that does not depend on it."""
     torch.manual_seed(0)
-    method = NoPropCT(SPEC, embedding="learned", embedding_dim=4)
+    method = cls(SPEC, embedding="learned", embedding_dim=4)
     calls: list[Tensor] = []
     method.block.label.register_forward_hook(lambda mod, inp, out: calls.append(inp[0]))
     x, y = _batch()
