@@ -26,6 +26,15 @@ def test_ct_has_one_block_one_training_unit_and_the_paper_defaults() -> None:
     assert method.default_optimizer == "adam"
 
 
+@pytest.mark.parametrize("gamma", [3.0, 7.0])
+def test_schedule_gamma_sets_the_learned_schedules_starting_end_points(gamma: float) -> None:
+    schedule = NoPropCT(SPEC, schedule_gamma=gamma).schedule
+    with torch.no_grad():
+        ab = schedule.alpha_bar(torch.tensor([0.0, 1.0]))
+    expected = torch.sigmoid(torch.tensor([-gamma, gamma]))
+    torch.testing.assert_close(ab, expected)
+
+
 def test_parameter_groups_cover_every_parameter_exactly_once() -> None:
     method = NoPropCT(SPEC, embedding="learned", embedding_dim=4)
     grouped = [id(p) for params in method.parameter_groups().values() for p in params]

@@ -24,6 +24,7 @@ from noprop.methods import METHODS
 from noprop.presets import load_preset
 from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
 from noprop.training.checkpoint import CheckpointError
+from noprop.training.device import resolve_device
 from noprop.training.interrupt import TrainingInterrupted
 from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import evaluate_accuracy
@@ -110,6 +111,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="DT: all blocks of a step in one batched pass (same block updates; for GPUs)")
     p.add_argument("--eval-inference-steps", dest="eval_inference_steps", type=_positive_int,
                    default=s, help="sampler steps for the per-epoch evaluation (default: --inference-steps)")
+    p.add_argument("--schedule-gamma", dest="schedule_gamma", type=_positive_float, default=s,
+                   metavar="G", help="CT: the learned alpha_bar starts from sigmoid(-G) to sigmoid(G)")
     p.add_argument("--fm-sigma", dest="fm_sigma", type=_nonnegative_float, default=s,
                    help="width of the flow-matching path (FM; default 0)")
     p.add_argument("--eval-deterministic", dest="eval_deterministic", action="store_true", default=s,
@@ -179,7 +182,7 @@ def _under_torchrun() -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = load_run(args.path)
+    run = load_run(args.path, map_location=resolve_device(args.device))
     config = run.config
     data = load_dataset(config.dataset, args.data_dir or config.data_dir)
     steps_list = args.steps or [config.inference_steps]
@@ -226,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=_positive_int, nargs="+", default=None,
                           help="inference step counts to evaluate (CT/FM)")
     evaluate.add_argument("--deterministic", action="store_true", help="noise-free sampler")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     for name in COMMAND_MODULES:

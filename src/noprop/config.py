@@ -57,6 +57,9 @@ class RunConfig:
     embedding_dim: int | None = None
     conv_padding: str | None = None
     schedule_clip: float | None = None
+    #: NoProp-CT: the learned schedule starts at gamma_0 = -g, gamma_1 = +g, i.e. alpha_bar runs
+    #: from sigmoid(-g) at t = 0 to sigmoid(g) at t = 1 (the paper does not give them; docs/methods.md).
+    schedule_gamma: float | None = None
     inference_steps: int | None = None
     #: NoProp-DT: train all T blocks of a step in one vmapped pass (one unit; methods/dt_fused.py).
     #: Block updates equal the unfused step's; the shared group takes one step per batch on the sum.
@@ -103,6 +106,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.schedule_gamma is not None and not self.schedule_gamma > 0:
+            raise ConfigError(f"schedule_gamma must be positive, got {self.schedule_gamma}")
         if self.fm_sigma is not None and self.fm_sigma < 0:
             raise ConfigError(f"fm_sigma must be >= 0, got {self.fm_sigma}")
         if self.shared_sync_every < 0:

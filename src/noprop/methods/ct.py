@@ -52,6 +52,7 @@ class NoPropCT(Method):
         "embedding_dim": 20,
         "conv_padding": "auto",
         "inference_steps": 1000,
+        "schedule_gamma": 3.0,
     }
 
     def __init__(
@@ -63,6 +64,7 @@ class NoPropCT(Method):
         embedding_dim: int = 20,
         conv_padding: Padding = "auto",
         inference_steps: int = 1000,
+        schedule_gamma: float = 3.0,
     ) -> None:
         super().__init__(spec)
         if inference_steps < 1:
@@ -70,7 +72,7 @@ class NoPropCT(Method):
         dim = embedding_dim_for(embedding, spec, embedding_dim)
         self.eta = eta
         self.inference_steps = inference_steps
-        self.schedule = LearnedSchedule()
+        self.schedule = LearnedSchedule(gamma_0=-schedule_gamma, gamma_1=schedule_gamma)
         self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
         self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
         self.classifier = nn.Linear(dim, spec.num_classes)
