@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from noprop.cli import main
 
@@ -69,6 +70,9 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (["train", "--resume"], "--run-dir"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
+        (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
+        pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_code_2(argv: list[str], message: str, tmp_path: Path

@@ -181,8 +181,9 @@ def checkpoint_path(path: Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def load_run(path: Path, map_location: str | torch.device = "cpu") -> LoadedRun:
+def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
     """Load a run directory or checkpoint file into a ready-to-predict method (in eval mode)."""
+    path = Path(path)
     state = load_checkpoint(checkpoint_path(path), map_location=map_location)
     try:
         config = RunConfig.from_dict(state["config"])

@@ -7,13 +7,15 @@ import sys
 
 import torch
 
+from noprop.config import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; asking for CUDA without one is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
     return torch.device(name)
 
 
