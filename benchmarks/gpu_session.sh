@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU work of one session, as one script: the speed benchmark alone on the GPU, then the
+# MNIST / Fashion-MNIST paper configs side by side (one process each) under a wall-clock budget,
+# then the CT/FM models re-evaluated at 10, 100 and 1000 sampler steps.
+#
+#   benchmarks/gpu_session.sh DATA_ROOT OUT_DIR TRAIN_SECONDS [JOBS...]
+#
+# DATA_ROOT holds mnist/ and fashion-mnist/ (the official .gz files); OUT_DIR receives
+# speed-*.json, the logs and runs.tar.gz (every run's config, metrics.csv and results.json,
+# checkpoints left out). JOBS: speed, or CONFIG (a shipped config, e.g. mnist-dt, run fused
+# when DT), or CONFIG-gG (a CT config with --schedule-gamma G), or NAME:CONFIG:FLAG,FLAG,...
+# (any flags, e.g. mnist-dt-learned:mnist-dt:--fused,--embedding,learned); default: speed and
+# four configs. PYTHON and DEVICE override python3 / cuda (for a dry run on a CPU).
+# The results of the run recorded in docs/ came from this script; docs/benchmarks.md and
+# docs/reproduction.md give the exact call and the machine.
+set -u
+DATA=${1:?DATA_ROOT}; OUT=${2:?OUT_DIR}; SECS=${3:?TRAIN_SECONDS}; shift 3
+JOBS=${*:-speed mnist-dt mnist-ct mnist-fm fashion-mnist-dt}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+RUNS=${RUNS:-/tmp/noprop-runs}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$RUNS"
+wants() { [[ " $JOBS " == *" $1 "* ]]; }
+
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+
+if wants speed; then  # alone on the device, so its timings are clean
+    steps=20; [[ $DEVICE == cpu ]] && steps=1
+    "$PY" benchmarks/speed.py --device "$DEVICE" --steps $steps --rounds 3 --matmul-size 8192 \
+        --sampler-batch 1000 --profile --json "$OUT/speed-$DEVICE.json" > "$OUT/speed.log" 2>&1
+    echo "speed: rc=$? $(grep -o '"fused_speedup_over_one_block_at_a_time": [0-9.]*' "$OUT/speed.log")"
+fi
+
+train() {  # NAME CONFIG [FLAGS...]: one paper config, stopped after SECS seconds of training
+    local name=$1 config=$2; shift 2
+    "$PY" -m noprop train --config "$config" --data-dir "$DATA/${config%-*}" --device "$DEVICE" \
+        --max-train-seconds "$SECS" --checkpoint-minutes 0 --run-dir "$RUNS/$name" --quiet "$@" \
+        > "$RUNS/$name.log" 2>&1
+    echo "$name: rc=$? $(tail -n 1 "$RUNS/$name/metrics.csv" 2>/dev/null)"
+}
+for job in $JOBS; do
+    case $job in
+        speed) ;;
+        *-dt) train "$job" "$job" --fused & ;;
+        *-ct-g*) train "$job" "${job%-g*}" --schedule-gamma "${job##*-g}" --eval-inference-steps 20 & ;;
+        *-ct|*-fm) train "$job" "$job" --eval-inference-steps 20 & ;;
+        *:*:*) IFS=: read -r name config flags <<< "$job"
+               IFS=, read -r -a flags <<< "$flags"
+               train "$name" "$config" "${flags[@]}" & ;;
+        *) echo "unknown job $job" >&2 ;;
+    esac
+done
+wait
+
+evaluated=()
+for job in $JOBS; do
+    name=${job%%:*}
+    [[ $job == *-ct* || $job == *-fm* ]] || continue
+    evaluated+=("$name")
+    "$PY" -m noprop evaluate "$RUNS/$name" --steps 10 100 1000 --device "$DEVICE" \
+        > "$RUNS/$name.evaluate.txt" 2>&1 &
+done
+wait
+for name in "${evaluated[@]}"; do echo "$name evaluate: $(tr '\n' ' ' < "$RUNS/$name.evaluate.txt")"; done
+tar czf "$OUT/runs.tar.gz" --exclude=checkpoint.pt --exclude=.lock -C "$RUNS" .
