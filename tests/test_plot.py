@@ -66,3 +66,20 @@ def test_plot_of_a_directory_with_nothing_to_plot_is_a_one_line_error(tmp_path, 
     assert main(["plot", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("noprop: error:") and "bench.json" in err and "\n" not in err
+
+
+def test_several_run_directories_are_compared_in_one_figure(tmp_path, capsys):
+    write_run(tmp_path / "ct-g3", "ct", [0.80, 0.90, 0.95])
+    write_run(tmp_path / "ct-g7", "ct", [0.60, 0.70])
+    assert main(["plot", str(tmp_path / "ct-g3"), str(tmp_path / "ct-g7"), "--out", str(tmp_path / "f")]) == 0
+    assert_pngs([tmp_path / "f" / "comparison.png"], {"comparison.png"})
+    assert capsys.readouterr().out.strip() == str(tmp_path / "f" / "comparison.png")
+
+
+def test_comparing_runs_needs_out_and_run_directories(tmp_path, capsys):
+    write_run(tmp_path / "a", "ct", [0.8])
+    (tmp_path / "b").mkdir()
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "a")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "f")]) == 2
+    assert "metrics.csv" in capsys.readouterr().err

@@ -8,6 +8,11 @@ Run directory (``metrics.csv``, from ``noprop train``):
   came from ``noprop bench``, otherwise computed from the checkpoint on ``readout_samples`` test
   images.
 
+Several run directories (``noprop plot RUN RUN ... --out DIR``):
+
+* ``comparison.png`` - test accuracy per epoch and against cumulative training seconds, one
+  line per run, labelled by the run directory's name (a sweep or an ablation side by side).
+
 Benchmark directory (``bench.json``, from ``noprop bench``):
 
 * ``accuracy_vs_time.png`` - test accuracy against cumulative training seconds, every run;
@@ -106,6 +111,32 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
         steps=run.config.inference_steps, deterministic=run.config.eval_deterministic,
         seed=run.config.eval_seed,
     )
+
+
+# -- several runs ----------------------------------------------------------------------------
+
+
+def plot_runs(run_dirs: Sequence[Path], out_dir: Path, *, title: str | None = None) -> Path:
+    """``comparison.png``: every run's test accuracy per epoch and against training seconds."""
+    curves = {}
+    for run_dir in run_dirs:
+        if not (run_dir / METRICS).is_file():
+            raise PlotError(f"{run_dir} holds no {METRICS} (noprop train)")
+        curves[run_dir.name] = MetricsLog.read(run_dir / METRICS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for name, rows in curves.items():
+        accuracy = [100 * r["test_accuracy"] for r in rows]
+        (line,) = ax_epoch.plot([r["epoch"] for r in rows], accuracy, marker=".", label=name)
+        ax_time.plot(_cumulative_seconds(rows), accuracy, marker=".", color=line.get_color())
+    ax_epoch.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax_time.set(xlabel="training seconds (cumulative, evaluation excluded)")
+    ax_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_epoch, ax_time):
+        ax.grid(alpha=0.3)
+    ax_epoch.legend(fontsize="small")
+    fig.suptitle(title or "Test accuracy of each run")
+    return _save(fig, out_dir / "comparison.png")
 
 
 # -- a benchmark ------------------------------------------------------------------------------
