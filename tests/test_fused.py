@@ -12,13 +12,20 @@ from noprop.cli import _config_overrides, build_parser
 from noprop.config import RunConfig
 from noprop.methods import build_method
 from noprop.methods.dt import NoPropDT
-from noprop.methods.dt_fused import fused_loss
+from noprop.methods.dt_fused import StackedBlocks, fused_loss
 from noprop.spec import DataSpec
 from noprop.training.trainer import Trainer, make_optimizers
 
 SPEC = DataSpec(channels=1, height=8, width=8, num_classes=4)
 T = 3
 BATCH = 16
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["vmap", "loop"])
+def vectorize(request, monkeypatch) -> bool:
+    """Every test runs on both fused paths: the vmap (CUDA's default) and the loop (CPU's)."""
+    monkeypatch.setattr(StackedBlocks, "vectorize", request.param)
+    return request.param
 
 
 def make_model(embedding: str = "onehot", *, seed: int = 0, dtype: torch.dtype = torch.float32) -> NoPropDT:

@@ -22,10 +22,13 @@ What stays exactly as in the one-block-at-a-time step:
 * **BatchNorm statistics.** The running statistics are stacked, updated inside the pass (per
   block, on that block's batch) and written back to each block's buffers.
 
-Device switches (chosen here, so the trainer and CLI need not know): on CUDA the pass runs under
-bf16 autocast with channels-last images; on CPU in float32, contiguous, and glibc is asked to
-keep freed memory (:func:`retain_freed_memory`), without which the T-times larger activations
-are page-faulted in afresh at every step (measured: the fused step took ~2x as long).
+Device switches (chosen here, so the trainer and CLI need not know): on CUDA the pass is the vmap,
+under bf16 autocast with channels-last images. On CPU it is a plain loop over the blocks into
+one stacked output (:attr:`StackedBlocks.vectorize`): the same sum of losses and the same
+gradients, without the stacking copies that made the vmap 5 % slower than one block at a time
+there. When the vmap does run on CPU, glibc is asked to keep freed memory
+(:func:`retain_freed_memory`), without which the T-times larger activations are page-faulted in
+afresh at every step (measured: the fused step took ~2x as long).
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ class StackedBlocks:
     per-block tensors.
     """
 
+    #: ``True``: one ``vmap`` over the stacked parameters. ``False``: the blocks one after another
+    #: into one stacked output (same result, no stacking copies). ``None``: vmap on CUDA, where it
+    #: is 2.8x faster, and the loop on CPU, where the convolutions already fill the cores and
+    #: stacking only adds copies (docs/benchmarks.md, "Speed").
+    vectorize: bool | None = None
+
     def __init__(self, blocks: nn.ModuleList) -> None:
         self.blocks = blocks
         self.template = copy.deepcopy(blocks[0]).to("meta")
@@ -105,6 +114,8 @@ class StackedBlocks:
         Returns the outputs stacked on a leading block axis, shape ``(T, ...)``.
         """
         device = args[0].device
+        if not (self.vectorize if self.vectorize is not None else device.type == "cuda"):
+            return self._loop(args, in_dims, submodule)
         if device.type == "cpu":
             retain_freed_memory()
         # the template follows each live module's train/eval flag (BatchNorm and dropout differ)
@@ -130,6 +141,15 @@ class StackedBlocks:
             with torch.no_grad():
                 torch._foreach_copy_([dst for dst, _ in live], [src for _, src in live])  # one launch
         return out.float() if use_autocast else out
+
+
+    def _loop(self, args: tuple[Tensor, ...], in_dims: tuple[int | None, ...], submodule: str) -> Tensor:
+        """The unvectorised pass: each block's own module on its slice of the inputs, stacked."""
+        outs = []
+        for t, block in enumerate(self.blocks):
+            own = tuple(a if d is None else a.select(d, t) for a, d in zip(args, in_dims, strict=True))
+            outs.append(block.get_submodule(submodule)(*own))
+        return torch.stack(outs)
 
 
 def noisy_labels(alpha_bar: Tensor, u: Tensor, eps: Tensor) -> Tensor:
