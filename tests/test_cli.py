@@ -28,6 +28,7 @@ def test_train_writes_results_metrics_config_and_checkpoint(tiny_run: Path) -> N
     results = json.loads((tiny_run / "results.json").read_text())
     assert set(results) >= RESULT_KEYS
     assert results["dataset"] == "digits" and results["method"] == "dt" and results["epochs"] == 1
+    assert results["block_order"] == "sequential"
     assert 0.0 <= results["test_accuracy"] <= 1.0
     assert results["train_seconds"] > 0 and results["samples_per_second"] > 0
     lines = (tiny_run / "metrics.csv").read_text().splitlines()

@@ -512,7 +512,8 @@ class Trainer:
             "noprop_version": __version__,
             "seed": self.config.seed,
             "num_parameters": sum(p.numel() for p in self.method.parameters()),
-            "block_order": self.config.block_order,
+            # an order only exists between several units (DT unfused); None for CT, FM, fused DT
+            "block_order": self.config.block_order if len(self.units) > 1 else None,
             **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
