@@ -8,15 +8,17 @@ Per training step:
   replica takes rows ``replica::R`` of every global batch (the batch padded by wrapping to a
   multiple of R, as ``DistributedSampler`` pads), so the global batch stays ``batch_size``.
 * block parallel (slots): nothing crosses slots during a step. Every ``shared_sync_every`` batches
-  (interleaved order) the shared groups' parameters and floating buffers are averaged across all
-  ranks (model averaging: ranks owning more units step the shared groups more often, so gradient
-  all-reduce would have no common clock).
+  (interleaved order) the shared groups are merged across all ranks: each slot's change to the
+  shared parameters since the last merge is added to them (as if one process had taken every
+  slot's steps, which is what a one-process run does: each block's step also steps the shared
+  group), and their floating buffers are averaged. A gradient all-reduce would have no common
+  clock: ranks owning more units step the shared groups more often.
 
 At the end of every epoch (inside the epoch's timing):
 
 1. replicas average the floating buffers of their groups (BatchNorm statistics, computed on their
    own shard);
-2. all ranks average the shared groups;
+2. all ranks merge the shared groups (the slots' changes added, buffers averaged);
 3. each slot's first rank broadcasts its owned groups' parameters and buffers, so every rank
    holds the whole model for evaluation and checkpoints;
 4. if a checkpoint will be written, rank 0 gathers the optimizer state of the groups it does
@@ -101,6 +103,8 @@ class DistributedParallelism(Parallelism):
             if interleaved and shared_sync_every > 0 and layout.shared_groups else 0
         )
         self._steps = 0
+        #: The shared parameters as of the last merge (equal on every rank), set at each epoch start.
+        self._merged: list[Tensor] = []
         # One process group per slot for its replicas; every rank must create every group.
         self._slot_groups = [
             dist.new_group(layout.slot_ranks(s)) if layout.replicas > 1 and layout.slots > 1 else None
@@ -125,6 +129,11 @@ class DistributedParallelism(Parallelism):
     @property
     def _slot_group(self) -> Any:
         return self._slot_groups[self.layout.slot]
+
+    def begin_epoch(self, method: Method) -> None:
+        # every rank holds the same shared parameters here: built from one seed, loaded from one
+        # checkpoint, or merged and broadcast at the last epoch's end
+        self._merged = [p.detach().clone() for p in self._shared_parameters(method)]
 
     def sync_gradients(self, method: Method, groups: tuple[str, ...]) -> None:
         if self.layout.replicas == 1:
@@ -157,10 +166,28 @@ class DistributedParallelism(Parallelism):
         if self.gather_optimizer_state:
             self._gather_optimizer_state(optimizers)
 
+    def _shared_parameters(self, method: Method) -> list[Tensor]:
+        groups = method.parameter_groups()
+        return [p.data for g in self.layout.shared_groups for p in groups.get(g, [])]
+
+    @torch.no_grad()
     def _average_shared(self, method: Method, op: str) -> None:
+        """Merge the shared groups: parameters take the sum of the slots' changes since the last
+        merge, floating buffers the mean, in one all-reduce per dtype.
+
+        A slot's replicas hold the same change (their gradients are averaged), so the sum over
+        slots is ``slots`` times the mean over all ranks.
+        """
         lay = self.layout
-        tensors = [t for t in self._tensors(method, lay.shared_groups) if t.is_floating_point()]
-        self.comm.all_reduce_mean(op, tensors, list(range(lay.world_size)), None)
+        params = self._shared_parameters(method)
+        if len(self._merged) != len(params):
+            raise RuntimeError("shared parameters merged before begin_epoch recorded them")
+        changes = [p - before for p, before in zip(params, self._merged, strict=True)]
+        buffers = [t for t in self._tensors(method, lay.shared_groups, params=False) if t.is_floating_point()]
+        self.comm.all_reduce_mean(op, changes + buffers, list(range(lay.world_size)), None)
+        for p, before, change in zip(params, self._merged, changes, strict=True):
+            p.copy_(before + lay.slots * change)
+        self._merged = [p.clone() for p in params]
 
     def _gather_optimizer_state(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         lay = self.layout

@@ -135,6 +135,9 @@ class Parallelism:
         """This process's share of a global batch (default: all of it)."""
         return x, y
 
+    def begin_epoch(self, method: Method) -> None:
+        """Called when an epoch (or the rest of a resumed one) starts, before its first step."""
+
     def sync_gradients(self, method: Method, groups: tuple[str, ...]) -> None:
         """Called between a unit's backward and its optimizer steps (e.g. to all-reduce)."""
 
@@ -395,6 +398,7 @@ class Trainer:
         Sets :attr:`last_epoch_seconds` and :attr:`last_epoch_skipped` for the epoch's metrics.
         """
         self.method.train()
+        self.parallelism.begin_epoch(self.method)
         total = self.steps_per_epoch()
         self._epoch_clock = time.perf_counter() - self._epoch_seconds
         bar = tqdm(
