@@ -4,7 +4,7 @@ Measures, in one process and back to back on MNIST-shaped data (1 x 28 x 28, 10 
 paper's block, T = 10, batch 128):
 
     (a) NoProp-DT, one block at a time: T local steps per batch (interleaved order)
-    (b) NoProp-DT, fused: one vmapped step over all T blocks per batch (``fused=True``)
+    (b) NoProp-DT, fused: one step over all T blocks per batch (``fused=True``; vmap on CUDA, loop on CPU)
     (c) backprop through the same T blocks (``backprop``): one end-to-end step per batch
 
 training samples per second (batches x batch size / seconds) and peak memory, each as a ratio to

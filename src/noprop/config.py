@@ -61,7 +61,7 @@ class RunConfig:
     #: from sigmoid(-g) at t = 0 to sigmoid(g) at t = 1 (the paper does not give them; docs/methods.md).
     schedule_gamma: float | None = None
     inference_steps: int | None = None
-    #: NoProp-DT: train all T blocks of a step in one vmapped pass (one unit; methods/dt_fused.py).
+    #: NoProp-DT: train all T blocks of a step in one pass (one unit; vmap on CUDA, loop on CPU).
     #: Block updates equal the unfused step's; the shared group takes one step per batch on the sum.
     fused: bool = False
     #: FM path width sigma (paper: not given; NoProp-FM's default is 0, the straight path).

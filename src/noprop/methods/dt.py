@@ -20,14 +20,15 @@ Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
 and classifies ``z_T`` with the linear classifier.
 
 Fused (``fused=True``, :mod:`noprop.methods.dt_fused`): the method presents ONE training unit,
-``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one vmapped pass, each block
-on its own noisy target; one step updates every group. Block t's gradient is still that of its
-own loss_t alone (no gradient crosses blocks) and each block keeps its own optimizer, so block
-updates match the one-block-at-a-time step. The shared group (classifier, embedding) differs:
-unfused interleaved, it takes T steps per batch, one on each loss_t; fused, it takes one step on
-the sum, ``T`` times Eq. 8 with the expectation over t computed exactly. The block order
-(sequential / interleaved) has no effect with one unit. The sampler then runs the image path of
-all blocks in one pass before the chain (same result as unfused).
+``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
+a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
+gradient is still that of its own loss_t alone (no gradient crosses blocks) and each block keeps
+its own optimizer, so block updates match the one-block-at-a-time step. The shared group
+(classifier, embedding) differs: unfused interleaved, it takes T steps per batch, one on each
+loss_t; fused, it takes one step on the sum, ``T`` times Eq. 8 with the expectation over t
+computed exactly. The block order (sequential / interleaved) has no effect with one unit. The
+sampler then runs the image path of all blocks in one pass before the chain (same result as
+unfused).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class NoPropDT(Method):
         self.classifier = nn.Linear(dim, spec.num_classes)
         self.register_buffer("weights", self.schedule.denoising_weights(eta), persistent=False)
         self.fused = fused
-        #: all blocks as one vmapped module (no parameters of its own; see dt_fused)
+        #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
 
     # -- training -------------------------------------------------------------------------
