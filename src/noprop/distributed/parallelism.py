@@ -146,7 +146,7 @@ class DistributedParallelism(Parallelism):
     def after_step(self, method: Method) -> None:
         self._steps += 1
         if self.sync_every_steps and self._steps % self.sync_every_steps == 0:
-            self._average_shared(method, "shared_average_per_batch")
+            self._merge_shared(method, "shared_average_per_batch")
 
     # -- per epoch ----------------------------------------------------------------------------
     def end_epoch(self, method: Method, optimizers: dict[str, torch.optim.Optimizer]) -> None:
@@ -158,7 +158,7 @@ class DistributedParallelism(Parallelism):
             self.comm.all_reduce_mean("buffer_average", buffers, lay.slot_ranks(lay.slot), self._slot_group)
         if lay.slots == 1:
             return
-        self._average_shared(method, "shared_average_epoch_end")
+        self._merge_shared(method, "shared_average_epoch_end")
         world = list(range(lay.world_size))
         for slot in range(lay.slots):
             tensors = self._tensors(method, lay.owned_groups(slot))
@@ -171,7 +171,7 @@ class DistributedParallelism(Parallelism):
         return [p.data for g in self.layout.shared_groups for p in groups.get(g, [])]
 
     @torch.no_grad()
-    def _average_shared(self, method: Method, op: str) -> None:
+    def _merge_shared(self, method: Method, op: str) -> None:
         """Merge the shared groups: parameters take the sum of the slots' changes since the last
         merge, floating buffers the mean, in one all-reduce per dtype.
 

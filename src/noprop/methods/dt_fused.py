@@ -142,7 +142,6 @@ class StackedBlocks:
                 torch._foreach_copy_([dst for dst, _ in live], [src for _, src in live])  # one launch
         return out.float() if use_autocast else out
 
-
     def _loop(self, args: tuple[Tensor, ...], in_dims: tuple[int | None, ...], submodule: str) -> Tensor:
         """The unvectorised pass: each block's own module on its slice of the inputs, stacked."""
         outs = []
