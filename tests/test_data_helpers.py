@@ -93,3 +93,44 @@ def write_cifar_folder(root: Path, variant: str, n: int = 6, **kw) -> Path:
     for name, data in cifar_members(variant, n, **kw).items():
         (folder / name).write_bytes(data)
     return folder
+
+
+def cifar_binary_members(variant: str, n: int = 6, seed: int = 0) -> dict[str, bytes]:
+    """Member name -> bytes of a tiny binary-version CIFAR: records of label byte(s) + 3,072 pixels.
+
+    Image i has the constant colour (i, 2i, 3i) % 256; CIFAR-10 labels are i % 10, CIFAR-100
+    records hold (coarse, fine) = (i % 20, (3 i + 1) % 100), so tests can tell the two apart."""
+    def records(count: int) -> bytes:
+        i = np.arange(count)
+        planes = [np.repeat(((k + 1) * i % 256)[:, None], 1024, axis=1) for k in range(3)]
+        if variant == "cifar-10":
+            labels = [(i % 10)[:, None]]
+        else:
+            labels = [(i % 20)[:, None], ((3 * i + 1) % 100)[:, None]]
+        return np.concatenate([*labels, *planes], axis=1).astype(np.uint8).tobytes()
+
+    if variant == "cifar-10":
+        out = {f"data_batch_{b}.bin": records(n) for b in range(1, 6)}
+        out["test_batch.bin"] = records(n)
+        return out
+    return {"train.bin": records(5 * n), "test.bin": records(n)}
+
+
+def write_cifar_binary(root: Path, variant: str, n: int = 6, *, archive: bool = False) -> Path:
+    """The binary version's folder (``cifar-10-batches-bin/``, ``cifar-100-binary/``) under
+    ``root``, or with ``archive`` its ``.tar.gz``; returns the folder or archive path."""
+    folder = "cifar-10-batches-bin" if variant == "cifar-10" else "cifar-100-binary"
+    members = cifar_binary_members(variant, n)
+    root.mkdir(parents=True, exist_ok=True)
+    if archive:
+        path = root / f"{variant}-binary.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(f"{folder}/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+    (root / folder).mkdir(exist_ok=True)
+    for name, data in members.items():
+        (root / folder / name).write_bytes(data)
+    return root / folder

@@ -129,6 +129,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                         "(each process its own blocks, all the data); docs/distributed.md")
     p.add_argument("--shared-sync-every", dest="shared_sync_every", type=int, default=s, metavar="BATCHES",
                    help="block parallel: average shared parts every this many batches (0: per epoch)")
+    p.add_argument("--flush-denormal", dest="flush_denormal", action=argparse.BooleanOptionalAction,
+                   default=s, help="flush denormal floats to zero on the CPU, which keeps long runs "
+                                   "from slowing down (default on; docs/benchmarks.md)")
     p.add_argument("--seed", type=int, default=s)
     p.add_argument("--device", choices=DEVICES, default=s)
 
@@ -191,6 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         acc = evaluate_accuracy(
             run.method, data.test_x, data.test_y, steps=steps,
             deterministic=args.deterministic or config.eval_deterministic, seed=config.eval_seed,
+            flush_denormal=config.flush_denormal,
         )
         report.append({"steps": steps, "test_accuracy": acc})
     for row in report:

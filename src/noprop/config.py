@@ -89,6 +89,9 @@ class RunConfig:
     #: Block parallel: average the shared groups across processes every this many batches
     #: (interleaved order; 0: only at the end of each epoch, always the case when sequential).
     shared_sync_every: int = 1
+    #: Flush denormal floats (below ~1.2e-38) to zero on the CPU while training and evaluating:
+    #: weights and Adam moments that decay into that range otherwise slow a step down up to 6x.
+    flush_denormal: bool = True
     # bookkeeping
     seed: int = 0
     device: str = "auto"

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     download = actions.add_parser("download", help="download datasets from their official locations")
     download.add_argument("names", nargs="+", metavar="NAME", help=", ".join(CATALOG))
     _data_dir_flag(download)
+    download.add_argument("--version", choices=("python", "binary"), default="python",
+                          help="CIFAR: the official python (pickles) or binary version (default python)")
     download.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     download.set_defaults(handler=cmd_download)
 
@@ -75,7 +77,10 @@ def _check(info: DatasetInfo, found: Found) -> tuple[str, str | None]:
 
 
 def _layout_name(found: Found) -> str:
-    return {"idx": "IDX .gz files", "cifar-archive": "archive"}.get(found.layout.kind, "extracted folder")
+    names = {"idx": "IDX .gz files", "cifar-archive": "python-version archive",
+             "cifar-folder": "python-version folder", "cifar-binary-archive": "binary-version archive",
+             "cifar-binary-folder": "binary-version folder"}
+    return names.get(found.layout.kind, found.layout.kind)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -154,6 +159,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     root = resolve_root(args.data_dir)
     print(_describe_root(root))
     for info in _infos(args.names):
-        found = download_dataset(info, root.path, progress=not args.quiet)
+        found = download_dataset(info, root.path, progress=not args.quiet, version=args.version)
         print(f"{info.name}: verified in {found.directory}")
     return 0

@@ -100,9 +100,10 @@ def _load_known(info: DatasetInfo, data_dir: str | Path | None, *, download: boo
     found = locate_verified(info, data_dir, download=download, progress=progress)
     if found.layout.kind == "idx":
         return load_idx_dataset(info.name, found.directory)
-    if found.layout.kind == "cifar-archive":
-        return load_cifar(info, found.directory / found.layout.files[0].path)
-    return load_cifar(info, found.directory)
+    version = "binary" if found.layout.kind.startswith("cifar-binary") else "python"
+    if found.layout.kind.endswith("-archive"):
+        return load_cifar(info, found.directory / found.layout.files[0].path, version)
+    return load_cifar(info, found.directory, version)
 
 
 def is_dataset_path(text: str) -> bool:

@@ -47,7 +47,7 @@ class DataFile:
 class Layout:
     """A complete set of files from which the dataset can be read."""
 
-    kind: str  # "idx", "cifar-archive" or "cifar-folder"
+    kind: str  # "idx", "cifar-archive", "cifar-folder", "cifar-binary-archive", "cifar-binary-folder"
     files: tuple[DataFile, ...]
 
     @property
@@ -70,7 +70,7 @@ class DatasetInfo:
     #: Per-channel mean and standard deviation of the training pixels scaled to [0, 1].
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    layouts: tuple[Layout, ...]
+    layouts: tuple[Layout, ...]  # in order of preference; downloads take the first downloadable
     #: CIFAR-100 only: which labels to use, ``fine`` (100 classes) or ``coarse`` (20 superclasses).
     label_kind: str = "fine"
 
@@ -116,12 +116,35 @@ _CIFAR100_MEMBERS = {
 }
 
 
-def _cifar_layouts(archive: DataFile, folder: str, members: dict[str, str]) -> tuple[Layout, ...]:
+#: The binary version ("for C programs"): fixed-size records, no pickle. Member md5s of CIFAR-10
+#: are those of ../shared/data/README.md (checked against the real files); CIFAR-100's are the
+#: values published with loaders of the binary archive (not checked here: no copy on this machine).
+CIFAR10_BINARY_FOLDER = "cifar-10-batches-bin"
+_CIFAR10_BINARY_MEMBERS = {
+    "data_batch_1.bin": ("5dd7e06a14cb22eb9f671a540d1b7c25", 30730000),
+    "data_batch_2.bin": ("5ea93a67294ea407fff1d09f752e9692", 30730000),
+    "data_batch_3.bin": ("942cd6a4bcdd0dd3c604fbe906cb4421", 30730000),
+    "data_batch_4.bin": ("ae636b3ba5c66a11e91e8cb52e771fcb", 30730000),
+    "data_batch_5.bin": ("53f37980c15c3d472c316c40844f3f0d", 30730000),
+    "test_batch.bin": ("803d5f7f4d78ea53de84dbe85f74fb6d", 30730000),
+}
+CIFAR100_BINARY_FOLDER = "cifar-100-binary"
+_CIFAR100_BINARY_MEMBERS = {
+    "train.bin": ("6172c7755cfe09b2fe270c85cebc1b15", 50000 * 3074),
+    "test.bin": ("4499cfba6c016c1be1438163640a0898", 10000 * 3074),
+}
+
+
+def _cifar_layouts(archive: DataFile, folder: str, members: dict[str, str], *, kind: str = "cifar"
+                   ) -> tuple[Layout, ...]:
     """The archive; the folder it extracts to (inside the dataset folder, or the folder itself)."""
+    def file(path: str, md5: str | tuple[str, int]) -> DataFile:
+        return DataFile(path, md5) if isinstance(md5, str) else DataFile(path, *md5)
+
     return (
-        Layout("cifar-archive", (archive,)),
-        Layout("cifar-folder", tuple(DataFile(f"{folder}/{m}", md5) for m, md5 in members.items())),
-        Layout("cifar-folder", tuple(DataFile(m, md5) for m, md5 in members.items())),
+        Layout(f"{kind}-archive", (archive,)),
+        Layout(f"{kind}-folder", tuple(file(f"{folder}/{m}", md5) for m, md5 in members.items())),
+        Layout(f"{kind}-folder", tuple(file(m, md5) for m, md5 in members.items())),
     )
 
 
@@ -129,11 +152,21 @@ _CIFAR10 = _cifar_layouts(
     DataFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170498071, CIFAR_MIRRORS),
     CIFAR10_FOLDER,
     _CIFAR10_MEMBERS,
+) + _cifar_layouts(
+    DataFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", 170052171, CIFAR_MIRRORS),
+    CIFAR10_BINARY_FOLDER,
+    _CIFAR10_BINARY_MEMBERS,
+    kind="cifar-binary",
 )
 _CIFAR100 = _cifar_layouts(
     DataFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169001437, CIFAR_MIRRORS),
     CIFAR100_FOLDER,
     _CIFAR100_MEMBERS,
+) + _cifar_layouts(
+    DataFile("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8", 168513733, CIFAR_MIRRORS),
+    CIFAR100_BINARY_FOLDER,
+    _CIFAR100_BINARY_MEMBERS,
+    kind="cifar-binary",
 )
 
 # CIFAR statistics: the widely used per-channel values over the 50,000 training images.

@@ -101,14 +101,22 @@ def _stream(url: str, out: BinaryIO, file: DataFile, *, progress: bool) -> tuple
     return size, digest.hexdigest()
 
 
-def download_dataset(info: DatasetInfo, root: Path, *, progress: bool = True) -> Found:
-    """Make sure ``info``'s files are under ``root``: download its downloadable layout if needed."""
+def download_dataset(info: DatasetInfo, root: Path, *, progress: bool = True, version: str = "python"
+                     ) -> Found:
+    """Make sure ``info``'s files are under ``root``: download a downloadable layout if needed.
+
+    ``version`` picks CIFAR's official distribution (``python`` or ``binary``); data sets with one
+    distribution ignore it. Files already there, in either version, are verified and kept.
+    """
     found = find(info, root)
     if found is not None:
         for f in found.layout.files:
             verify_file(found.directory / f.path, f)
         return found
-    layout = next(lay for lay in info.layouts if lay.downloadable)
+    downloadable = [lay for lay in info.layouts if lay.downloadable]
+    binary = [lay for lay in downloadable if lay.kind.startswith("cifar-binary")]
+    layout = (binary or downloadable)[0] if version == "binary" else (
+        [lay for lay in downloadable if lay not in binary] or downloadable)[0]
     directory = download_dir(info, root)
     for f in layout.files:
         download_file(f, directory, progress=progress)

@@ -1,9 +1,11 @@
-"""Device choice and peak-memory measurement on CPU and CUDA."""
+"""Device choice, peak-memory measurement, and denormal flushing on CPU and CUDA."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -30,3 +32,33 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+_flush_depth = 0
+_flush_on = False
+
+
+@contextlib.contextmanager
+def flushed_denormals(enabled: bool = True) -> Iterator[bool]:
+    """Flush denormal floats to zero on the CPU for the block; yields whether flushing is on.
+
+    Values below ``torch.finfo(float32).tiny`` (~1.2e-38) take the CPU's slow path: a long run whose
+    weights or Adam moments decay into that range slows down several times (docs/benchmarks.md,
+    "Denormals"). ``torch.set_flush_denormal`` sets the x86 FTZ/DAZ (or Arm FZ) bits, so such
+    values become 0; it returns ``False`` on CPUs without them. Nested blocks share one setting;
+    the outermost restores the default (off). CUDA kernels are not affected.
+    """
+    global _flush_depth, _flush_on
+    if not enabled:
+        yield _flush_on
+        return
+    if _flush_depth == 0:
+        _flush_on = bool(torch.set_flush_denormal(True))
+    _flush_depth += 1
+    try:
+        yield _flush_on
+    finally:
+        _flush_depth -= 1
+        if _flush_depth == 0 and _flush_on:
+            torch.set_flush_denormal(False)
+            _flush_on = False

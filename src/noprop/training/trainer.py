@@ -47,7 +47,7 @@ from noprop.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from noprop.training.device import peak_memory_mb, reset_peak_memory, resolve_device
+from noprop.training.device import flushed_denormals, peak_memory_mb, reset_peak_memory, resolve_device
 from noprop.training.interrupt import StopRequest, TrainingInterrupted, pause_for_signal, pause_step
 from noprop.training.metrics import MetricsLog
 from noprop.training.nonfinite import (
@@ -86,10 +86,12 @@ def evaluate_accuracy(
     steps: int | None = None,
     deterministic: bool = False,
     seed: int = 1234,
+    flush_denormal: bool = True,
 ) -> float:
     """Test accuracy with the method's own inference rule; the sampler noise is seeded."""
     return readout_accuracies(
-        method, x, y, batch_size=batch_size, steps=steps, deterministic=deterministic, seed=seed
+        method, x, y, batch_size=batch_size, steps=steps, deterministic=deterministic, seed=seed,
+        flush_denormal=flush_denormal,
     )[-1]
 
 
@@ -103,8 +105,15 @@ def readout_accuracies(
     steps: int | None = None,
     deterministic: bool = False,
     seed: int = 1234,
+    flush_denormal: bool = True,
 ) -> list[float]:
     """Accuracy of the prediction read out after each inference step (the last is the final one)."""
+    with flushed_denormals(flush_denormal):
+        return _readout_accuracies(method, x, y, batch_size, steps, deterministic, seed)
+
+
+def _readout_accuracies(method: Method, x: Tensor, y: Tensor, batch_size: int, steps: int | None,
+                        deterministic: bool, seed: int) -> list[float]:
     was_training = method.training
     method.eval()
     device = next(method.parameters()).device
@@ -201,6 +210,8 @@ class Trainer:
         self._last_save = time.monotonic()
         self._steps_run = 0
         self._pause = pause_step()
+        #: Whether denormals were flushed to zero on the CPU during fit() (results.json).
+        self.denormals_flushed = False
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
@@ -449,7 +460,7 @@ class Trainer:
             atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(self.resolved_config()))
         reset_peak_memory(self.device)
         accuracy = float("nan")
-        with self._stop:
+        with self._stop, flushed_denormals(self.config.flush_denormal) as self.denormals_flushed:
             self._last_save = time.monotonic()
             while self.epoch < self.config.epochs and not self.out_of_time():
                 if self._stop.requested:
@@ -499,6 +510,7 @@ class Trainer:
             steps=self.config.eval_inference_steps or self.config.inference_steps,
             deterministic=self.config.eval_deterministic,
             seed=self.config.eval_seed,
+            flush_denormal=self.config.flush_denormal,
         )
 
     def _write_results(self, accuracy: float) -> dict[str, Any]:
@@ -512,6 +524,7 @@ class Trainer:
             "samples_per_second": round(n_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
+            "flush_denormal": self.denormals_flushed,
             "torch_version": torch.__version__,
             "noprop_version": __version__,
             "seed": self.config.seed,

@@ -1,0 +1,81 @@
+"""Denormal floats are flushed to zero during CPU training, so long runs keep their speed.
+
+The seeded state below makes denormals certain: the inputs are all zero, so the first layer's
+weights get exactly zero gradient, and Adam's first moment of those weights, seeded at 2e-38,
+shrinks by beta1 = 0.9 per step into the denormal range (< 1.18e-38) within a few steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noprop.config import RunConfig
+from noprop.data import ClassificationData
+from noprop.run import build_for
+from noprop.training.device import flushed_denormals
+from noprop.training.trainer import Trainer
+
+TINY = torch.finfo(torch.float32).tiny
+
+
+def _denormals(tensors) -> int:
+    return sum(int(((t != 0) & (t.abs() < TINY)).sum()) for t in tensors if t.is_floating_point())
+
+
+def _zero_input_data() -> ClassificationData:
+    y = torch.arange(96) % 4
+    return ClassificationData("zeros", torch.zeros(96, 1, 8, 8), y, torch.zeros(32, 1, 8, 8), y[:32],
+                              num_classes=4)
+
+
+def _train_with_seeded_moments(flush: bool) -> Trainer:
+    data = _zero_input_data()
+    config = RunConfig(method="dt", num_blocks=2, epochs=1, batch_size=16, progress=False,
+                       flush_denormal=flush)
+    trainer = Trainer(build_for(config, data), data, config)
+    trainer.fit()  # creates the optimizer state
+    for opt in trainer.optimizers.values():
+        for state in opt.state.values():
+            state["exp_avg"].fill_(2e-38)
+    trainer.config = trainer.config.replace(epochs=2)
+    trainer.fit()
+    return trainer
+
+
+def _state_tensors(trainer: Trainer) -> list[torch.Tensor]:
+    params = list(trainer.method.parameters())
+    moments = [v for opt in trainer.optimizers.values() for s in opt.state.values()
+               for v in s.values() if isinstance(v, torch.Tensor)]
+    return params + moments
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cpu_training_leaves_no_denormals_in_parameters_or_optimizer_state() -> None:
+    with flushed_denormals() as supported:
+        pass
+    if not supported:
+        pytest.skip("this CPU cannot flush denormals")
+    trainer = _train_with_seeded_moments(flush=True)
+    assert _denormals(_state_tensors(trainer)) == 0
+    assert trainer.denormals_flushed
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_without_flushing_the_same_steps_create_denormals() -> None:
+    """The control: the seeded steps do create denormals, so the test above could fail."""
+    trainer = _train_with_seeded_moments(flush=False)
+    assert _denormals(_state_tensors(trainer)) > 0
+    assert not trainer.denormals_flushed
+
+
+def test_flushing_is_restored_after_the_outermost_block() -> None:
+    tiny = torch.tensor([1e-30])
+    with flushed_denormals() as on:
+        with flushed_denormals():
+            pass
+        inner = (tiny * 1e-10).item()  # still flushed after the nested block ended
+    after = (tiny * 1e-10).item()
+    if on:
+        assert inner == 0.0
+    assert after != 0.0
