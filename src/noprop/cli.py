@@ -22,7 +22,7 @@ from noprop.data import DATASETS, DataError, check_dataset, load_dataset
 from noprop.embeddings import EMBEDDING_KINDS
 from noprop.methods import METHODS
 from noprop.presets import load_preset
-from noprop.run import RunDirError, default_run_dir, load_run, saved_config, train_run
+from noprop.run import RunDirError, RunFinished, default_run_dir, load_run, saved_config, train_run
 from noprop.training.checkpoint import CheckpointError
 from noprop.training.device import resolve_device
 from noprop.training.interrupt import TrainingInterrupted
@@ -145,8 +145,7 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _config_overrides(args)
-    if args.quiet:
-        overrides["progress"] = False
+    overrides["progress"] = not args.quiet  # a display choice of this invocation, also on resume
     if args.resume:
         if args.run_dir is None:
             raise UsageError("--resume needs --run-dir: the run directory to continue")
@@ -246,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except RunFinished as err:  # not a failure: there is nothing left to do
+        print(f"noprop: {err}", file=sys.stderr)
+        return 0
     except (UsageError, *USER_ERRORS) as err:
         print(f"noprop: error: {err}", file=sys.stderr)
         return EXIT_USAGE

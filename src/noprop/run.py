@@ -42,6 +42,10 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (occupied, or nothing to resume)."""
 
 
+class RunFinished(RunDirError):
+    """``--resume`` of a run that has already trained all its epochs; nothing was rewritten."""
+
+
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     """``runs/<dataset>-<method>-<timestamp>``, never an existing directory."""
     name = config.dataset if config.dataset in DATASETS else Path(config.dataset).stem
@@ -80,6 +84,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     if fcntl is None or key in _HELD:
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = _try_lock(run_dir / LOCK)
     if fd is None:
@@ -89,9 +94,23 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     _HELD[key] = fd
     try:
         yield
+    except BaseException:
+        _remove_if_unused(run_dir, created)
+        raise
     finally:
         del _HELD[key]
         os.close(fd)  # releases the lock; the file stays (removing it would race a new locker)
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """After a failed start: drop the lock file, and the directory if this run made it, when no
+    run file was written, so a failure leaves nothing behind. Called while holding the lock."""
+    if any((run_dir / f).exists() for f in RUN_FILES):
+        return
+    (run_dir / LOCK).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):  # not empty: something else is in it; leave it
+            run_dir.rmdir()
 
 
 def _refuse_if_in_use(run_dir: Path) -> None:
@@ -116,6 +135,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     A directory a live training process holds is refused whatever the flags.
     """
     _refuse_if_in_use(run_dir)
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: give one of them")
     occupied = [f for f in RUN_FILES if (run_dir / f).exists()]
     if resume:
         if not (run_dir / CHECKPOINT).is_file():
@@ -165,6 +186,9 @@ def train_run(
         trainer = Trainer(build_for(config, data), data, config, run_dir)
         if resume:
             trainer.resume()
+            if trainer.finished:
+                raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {config.epochs} "
+                                  "epochs; pass --epochs N with N larger to train on")
         return trainer, trainer.fit()
 
 

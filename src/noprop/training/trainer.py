@@ -60,6 +60,14 @@ from noprop.training.nonfinite import (
     step_values,
 )
 
+#: Run settings a resumed run takes from the command line (applied, and recorded in config.yaml);
+#: every other setting must equal the checkpoint's, since the state saved so far depends on it.
+RESUMABLE_CHANGES = frozenset({
+    "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "checkpoint_minutes",
+    "max_train_seconds", "skip_nonfinite", "flush_denormal", "eval_inference_steps",
+    "eval_deterministic", "eval_seed",
+})
+
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 METRICS = "metrics.csv"
@@ -255,9 +263,12 @@ class Trainer:
             version = state.get("noprop_version", "?")
             raise CheckpointError(f"checkpoint (noprop {version}) is from a different configuration: "
                                   + "; ".join(diffs))
+        _refuse_fixed_changes(state["config"], self.resolved_config())
         self.method.load_state_dict(state["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            for group in opt.param_groups:  # a changed lr / weight decay applies from here on
+                group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step", 0))
         self._sums = {k: v.to(self.device) for k, v in state.get("epoch_sums", {}).items()}
@@ -277,6 +288,14 @@ class Trainer:
         if "metrics" not in state and (self.run_dir / METRICS).is_file():
             rows = MetricsLog.read(self.run_dir / METRICS)
             self.metrics.restore([r for r in rows if int(r["epoch"]) <= self.epoch])
+        if self.config.progress and not self.finished:
+            where = position(self.epoch, self.step, self.steps_per_epoch())
+            tqdm.write(f"resuming {self.run_dir} at {where} (of {self.config.epochs} epochs)")
+
+    @property
+    def finished(self) -> bool:
+        """Whether every configured epoch has been trained (nothing is left for fit())."""
+        return self.epoch >= self.config.epochs and self.step == 0
 
     def save_checkpoint(self) -> None:
         """Write the state to ``run_dir`` atomically, unless it holds a NaN/inf (then raise)."""
@@ -537,6 +556,16 @@ class Trainer:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / RESULTS, results)
         return results
+
+
+def _refuse_fixed_changes(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run may change only :data:`RESUMABLE_CHANGES`; anything else is one clear error."""
+    changed = [k for k, v in now.items()
+               if k in saved and k not in RESUMABLE_CHANGES and saved[k] != v]
+    if changed:
+        shown = "; ".join(f"{k}: checkpoint has {saved[k]!r}, given {now[k]!r}" for k in changed)
+        raise CheckpointError(f"a resumed run cannot change {', '.join(changed)} ({shown}); "
+                              "start a new run instead")
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

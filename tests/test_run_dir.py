@@ -1,0 +1,98 @@
+"""Run directories: a failed start leaves nothing, files get normal permissions, a resumed run
+applies (and records) what it may change, refuses what it may not, and says when it is finished."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from noprop.cli import main
+from noprop.training.checkpoint import load_checkpoint
+from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS
+from test_failures import one_error_line
+from test_resume import make_blobs, write_npz
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def run(tmp_path) -> tuple[list[str], Path]:
+    """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+             "-q", "--run-dir", str(tmp_path / "run")]
+    old = os.umask(0o022)
+    try:
+        assert main(["train", *flags]) == 0
+    finally:
+        os.umask(old)
+    return flags, tmp_path / "run"
+
+
+def test_run_files_are_readable_by_others_under_umask_022(run) -> None:
+    _, run_dir = run
+    for name in (CHECKPOINT, RESULTS, METRICS, CONFIG):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("problem", ["missing data", "no gpu"])
+def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, capsys, problem) -> None:
+    if problem == "no gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    dataset = tmp_path / "absent.npz" if problem == "missing data" else write_npz(
+        tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    device = "cuda" if problem == "no gpu" else "cpu"
+    run_dir = tmp_path / "new-run"
+    code = main(["train", "--dataset", str(dataset), "-T", "2", "--epochs", "1", "--device", device, "-q",
+                 "--run-dir", str(run_dir)])
+    assert code == 2 and one_error_line(capsys)
+    assert not run_dir.exists()
+
+
+def test_a_failed_resume_keeps_the_run_as_it_was(run, capsys) -> None:
+    flags, run_dir = run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert main(["train", *flags, "--resume", "--epochs", "2", "--batch-size", "8"]) == 2
+    assert "cannot change batch_size" in one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_changed_lr_on_resume_is_applied_and_recorded(run) -> None:
+    flags, run_dir = run
+    assert main(["train", *flags, "--resume", "--epochs", "2", "--lr", "0.01"]) == 0
+    assert yaml.safe_load((run_dir / CONFIG).read_text())["lr"] == 0.01
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    lrs = {g["lr"] for opt in state["optimizers"].values() for g in opt["param_groups"]}
+    assert lrs == {0.01}
+
+
+def test_resuming_a_finished_run_says_so_and_rewrites_nothing(run, capsys) -> None:
+    flags, run_dir = run
+
+    def files() -> dict[str, tuple[bytes, int]]:
+        return {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in run_dir.iterdir() if p.name != ".lock"}
+
+    before = files()
+    assert main(["train", *flags, "--resume"]) == 0
+    assert "already trained 1 of 1 epochs" in capsys.readouterr().err
+    assert files() == before
+
+
+def test_resume_and_overwrite_together_is_an_error(run, capsys) -> None:
+    flags, _ = run
+    assert main(["train", *flags, "--resume", "--overwrite"]) == 2
+    assert "give one of them" in one_error_line(capsys)
+
+
+def test_a_resumed_run_says_where_it_resumes(run, capsys) -> None:
+    flags, _ = run
+    flags = [f for f in flags if f != "-q"]
+    assert main(["train", *flags, "--resume", "--epochs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "at the end of epoch 1 (of 2 epochs)" in captured.out + captured.err
