@@ -73,7 +73,8 @@ def main() -> None:
 
     data = subset(load_dataset("mnist", args.data_dir), args.train_size, args.test_size)
     config = RunConfig(method="dt", dataset="mnist", epochs=args.epochs, batch_size=args.batch_size,
-                       num_blocks=args.num_blocks, block_order="interleaved", device="cpu", progress=False)
+                       num_blocks=args.num_blocks, block_order="interleaved", device="cpu", progress=False,
+                       log_epochs=False)
     rows = []
     for repeat in range(args.repeats):
         order = args.modes if repeat % 2 == 0 else list(reversed(args.modes))

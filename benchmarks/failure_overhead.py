@@ -32,7 +32,7 @@ from noprop.training.trainer import Trainer
 
 
 def make_trainer(data: ClassificationData, run_dir: Path | None = None, **changes) -> Trainer:
-    config = RunConfig(progress=False, device="cpu", **changes).resolved()
+    config = RunConfig(progress=False, log_epochs=False, device="cpu", **changes).resolved()
     return Trainer(build_for(config, data), data, config, run_dir)
 
 

@@ -24,3 +24,77 @@ def test_fit_on_a_dataloader_with_a_held_out_split(blobs) -> None:
     clf = Classifier("dt", num_blocks=2, epochs=2, batch_size=32, lr=1e-2).fit(loader)
     assert clf.results["epochs"] == 2
     assert clf.predict(blobs.test_x[:7]).shape == (7,)
+
+
+def _pixel_data(tmp_path):
+    """uint8 8x8 images, 3 classes, brightness carries the class: an .npz as a user would have."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = np.clip(90 * y[:, None, None, None] + rng.integers(0, 60, (n, 1, 8, 8)), 0, 255)
+        return x.astype(np.uint8), y
+
+    (x, y), (xt, yt) = split(240), split(60)
+    path = tmp_path / "pixels.npz"
+    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
+    return path, x, y, xt, yt
+
+
+def test_load_of_a_cli_run_sees_raw_pixels_as_the_run_did(tmp_path) -> None:
+    from noprop.cli import main
+    from noprop.training.trainer import read_results
+
+    path, _, _, xt, yt = _pixel_data(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(path), "-T", "2", "--epochs", "3", "--batch-size", "32",
+                 "--lr", "0.01", "-q", "--device", "cpu", "--run-dir", str(run)]) == 0
+    reported = read_results(run)["test_accuracy"]
+    assert reported > 0.5
+    assert Classifier.load(run).score(xt, yt) == reported  # same inputs, same seeded sampler
+
+
+def test_fit_standardises_with_training_statistics_and_numpy_gives_numpy(tmp_path) -> None:
+    import numpy as np
+
+    _, x, y, xt, yt = _pixel_data(tmp_path)
+    clf = Classifier("dt", num_blocks=2, epochs=3, batch_size=32, lr=1e-2)
+    clf.fit(x, y, validation=(xt, yt))
+    assert clf.normalization is not None and clf.normalization[0][0] > 0.1  # mean of [0, 1] pixels
+    pred, proba = clf.predict(xt), clf.predict_proba(xt)
+    assert isinstance(pred, np.ndarray) and pred.shape == (60,)
+    assert isinstance(proba, np.ndarray) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert clf.score(xt, yt) == clf.results["test_accuracy"] > 0.5
+    assert isinstance(clf.predict(torch.from_numpy(xt)), torch.Tensor)
+
+
+def test_wrong_image_size_is_a_one_line_error(blobs) -> None:
+    import pytest
+
+    from noprop.data import DataError
+
+    clf = Classifier("dt", num_blocks=2, epochs=1, batch_size=32).fit(blobs.train_x, blobs.train_y)
+    with pytest.raises(DataError, match=r"inputs are 1x9x9 images but the model takes 1x8x8"):
+        clf.predict(torch.zeros(3, 1, 9, 9))
+
+
+def test_fit_into_an_existing_run_is_refused_unless_overwrite(blobs, tmp_path) -> None:
+    import pytest
+
+    from noprop.run import RunDirError
+
+    kw = {"num_blocks": 2, "epochs": 1, "batch_size": 32}
+    Classifier("dt", run_dir=tmp_path / "run", **kw).fit(blobs.train_x, blobs.train_y)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        Classifier("dt", run_dir=tmp_path / "run", **kw).fit(blobs.train_x, blobs.train_y)
+    Classifier("dt", run_dir=tmp_path / "run", overwrite=True, **kw).fit(blobs.train_x, blobs.train_y)
+
+
+def test_save_of_a_model_fitted_without_run_dir_loads_back(blobs, tmp_path) -> None:
+    clf = Classifier("dt", num_blocks=2, epochs=1, batch_size=32).fit(blobs.train_x, blobs.train_y)
+    clf.save(tmp_path / "saved")
+    again = Classifier.load(tmp_path / "saved")
+    assert torch.equal(again.predict(blobs.test_x), clf.predict(blobs.test_x))
+    assert again.normalization == clf.normalization

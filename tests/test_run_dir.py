@@ -96,3 +96,15 @@ def test_a_resumed_run_says_where_it_resumes(run, capsys) -> None:
     assert main(["train", *flags, "--resume", "--epochs", "2"]) == 0
     captured = capsys.readouterr()
     assert "at the end of epoch 1 (of 2 epochs)" in captured.out + captured.err
+
+
+def test_piped_output_is_one_line_per_epoch_and_quiet_keeps_those_lines(tmp_path, capsys) -> None:
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    for quiet in ([], ["-q"]):
+        assert main(["train", "--dataset", str(dataset), "-T", "2", "--epochs", "2", "--device", "cpu",
+                     *quiet, "--run-dir", str(tmp_path / f"run{len(quiet)}")]) == 0
+        captured = capsys.readouterr()
+        text = captured.out + captured.err
+        assert "\r" not in text  # no progress bar when not on a terminal
+        assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == [
+            "epoch 1", "epoch 2"]

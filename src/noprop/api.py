@@ -6,9 +6,12 @@
     >>> clf.predict(x_test)                                   # class indices
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
 
-Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel) floats, labels integers in
-``[0, C)``; the model's input shape and class count are read from the data. Pass ``run_dir`` to
-keep metrics, checkpoints and results on disk exactly as ``noprop train`` does.
+Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), labels integers in ``[0, C)``;
+the model's input shape and class count are read from the data. Inputs are seen exactly as
+``noprop predict`` sees them: uint8 pixels are scaled to [0, 1], floats taken as they are, then
+every channel is standardised with the mean and std of the training split, which are saved with
+the model (``Classifier.load`` of a ``noprop train`` run uses that run's statistics). Pass
+``run_dir`` to keep metrics, checkpoints and results on disk exactly as ``noprop train`` does.
 """
 
 from __future__ import annotations
@@ -19,23 +22,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
+from noprop.data.user import images_from_array
 from noprop.methods import Method
-from noprop.run import load_run, train_run
+from noprop.run import load_run, prepare_run_dir, run_dir_lock, train_run
+from noprop.spec import DataSpec
+from noprop.training.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 ArrayLike = Tensor | np.ndarray
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def _as_images(x: ArrayLike) -> Tensor:
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4:
-        raise DataError(f"images must be (N, C, H, W) or (N, H, W), got shape {tuple(x.shape)}")
-    return x
+    """``(N, C, H, W)`` float32; uint8 scaled to [0, 1] as ``noprop predict`` does."""
+    a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    return torch.from_numpy(images_from_array(a, "images"))
 
 
 def _as_labels(y: ArrayLike) -> Tensor:
@@ -50,14 +56,35 @@ def _from_loader(loader: Iterable[Any]) -> tuple[Tensor, Tensor]:
     return torch.cat([_as_images(x) for x in xs]), torch.cat([_as_labels(y) for y in ys])
 
 
+def _statistics(x: Tensor) -> Normalization:
+    """Per-channel mean and std of training images (std floored, as for ``.npz`` data)."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _standardise(x: Tensor, normalization: Normalization | None) -> Tensor:
+    if normalization is None:
+        return x
+    mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in normalization)
+    return (x - mean) / std
+
+
 class Classifier:
     """A NoProp (or baseline) image classifier with a scikit-learn-like surface."""
 
-    def __init__(self, method: str = "dt", *, run_dir: str | Path | None = None, **config: Any) -> None:
-        self.config = RunConfig.from_dict({"method": method, "progress": False, **config})
+    def __init__(self, method: str = "dt", *, run_dir: str | Path | None = None, overwrite: bool = False,
+                 **config: Any) -> None:
+        settings = {"method": method, "progress": False, "log_epochs": False, **config}
+        self.config = RunConfig.from_dict(settings)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.overwrite = overwrite
         self.model: Method | None = None
         self.results: dict[str, Any] | None = None
+        #: Per-channel (mean, std) that inputs are standardised with: the training split's.
+        self.normalization: Normalization | None = None
+        self.spec: DataSpec | None = None
+        self._trainer: Trainer | None = None
 
     def fit(
         self,
@@ -70,7 +97,8 @@ class Classifier:
         """Train on ``(x, y)`` tensors/arrays, or on a DataLoader of ``(x, y)`` batches as ``x``.
 
         Per-epoch accuracy is measured on ``validation``; without it, on a held-out
-        ``validation_split`` of the training data (a fixed, seeded split).
+        ``validation_split`` of the training data (a fixed, seeded split). An existing run in
+        ``run_dir`` is refused unless the classifier was made with ``overwrite=True``.
         """
         train_x, train_y = _from_loader(x) if y is None else (_as_images(x), _as_labels(y))
         if validation is None:
@@ -83,10 +111,13 @@ class Classifier:
         else:
             val_x, val_y = _from_loader(validation)
         num_classes = int(max(train_y.max(), val_y.max())) + 1
-        data = ClassificationData("user", train_x, train_y, val_x, val_y, num_classes=num_classes)
+        stats = _statistics(train_x)
+        data = ClassificationData("user", _standardise(train_x, stats), train_y, _standardise(val_x, stats),
+                                  val_y, num_classes=num_classes, normalization=stats)
         trainer, self.results = train_run(self.config.replace(dataset="user"), self.run_dir, data=data,
-                                          overwrite=True)
-        self.model = trainer.method.eval()
+                                          overwrite=self.overwrite)
+        self._trainer, self.model = trainer, trainer.method.eval()
+        self.normalization, self.spec = stats, data.spec
         return self
 
     def _model(self) -> Method:
@@ -94,29 +125,69 @@ class Classifier:
             raise RuntimeError("call fit() or Classifier.load() first")
         return self.model
 
+    def _prepare(self, x: ArrayLike) -> Tensor:
+        """Inputs as the model was trained on: shape checked, standardised."""
+        images = _as_images(x)
+        if self.spec is not None and tuple(images.shape[1:]) != self.spec.image_shape:
+            raise DataError(f"inputs are {'x'.join(map(str, images.shape[1:]))} images but the model takes "
+                            f"{'x'.join(map(str, self.spec.image_shape))} (channels x height x width)")
+        return _standardise(images, self.normalization)
+
     @torch.inference_mode()
-    def predict_logits(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor:
-        """Class scores ``(N, C)``; ``sampler`` passes ``steps``/``deterministic`` to the method."""
+    def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
         model = self._model().eval()
         device = next(model.parameters()).device
-        x = _as_images(x)
+        images = self._prepare(x)
         generator = torch.Generator(device=device).manual_seed(self.config.eval_seed)
-        out = [model.predict_logits(x[i : i + batch_size].to(device), generator=generator, **sampler)
-               for i in range(0, len(x), batch_size)]
+        out = [model.predict_logits(images[i : i + batch_size].to(device), generator=generator, **sampler)
+               for i in range(0, len(images), batch_size)]
         return torch.cat(out).cpu()
 
-    def predict(self, x: ArrayLike, **sampler: Any) -> Tensor:
+    def predict_logits(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
+        """Class scores ``(N, C)``; ``sampler`` passes ``steps``/``deterministic`` to the method.
+        numpy in, numpy out; a tensor otherwise."""
+        return _like(x, self._logits(x, batch_size, sampler))
+
+    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
+        """Class probabilities ``(N, C)``: the softmax of :meth:`predict_logits`."""
+        return _like(x, self._logits(x, batch_size, sampler).softmax(-1))
+
+    def predict(self, x: ArrayLike, **sampler: Any) -> Tensor | np.ndarray:
         """Predicted class indices ``(N,)``."""
-        return self.predict_logits(x, **sampler).argmax(-1)
+        return _like(x, self._logits(x, 1000, sampler).argmax(-1))
 
     def score(self, x: ArrayLike, y: ArrayLike, **sampler: Any) -> float:
         """Accuracy of :meth:`predict` against ``y``."""
-        return float((self.predict(x, **sampler) == _as_labels(y)).double().mean())
+        return float((self._logits(x, 1000, sampler).argmax(-1) == _as_labels(y)).double().mean())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model as a run directory (``checkpoint.pt``, ``config.yaml``,
+        ``results.json``) that ``Classifier.load``, ``noprop predict`` and ``noprop evaluate`` read.
+        Refuses a directory holding another run unless made with ``overwrite=True``."""
+        if self._trainer is None:
+            raise RuntimeError("save() needs a model fitted in this session; a loaded one is already on disk")
+        path = Path(path)
+        with run_dir_lock(path):
+            prepare_run_dir(path, resume=False, overwrite=self.overwrite)
+            atomic_write_text(path / CONFIG, yaml.safe_dump(self._trainer.resolved_config()))
+            save_checkpoint(path / CHECKPOINT, self._trainer.state_dict())
+            if self.results is not None:
+                atomic_write_json(path / RESULTS, self.results)
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
-        """Restore a classifier from a run directory or checkpoint (``noprop train`` output too)."""
+        """Restore a classifier from a run directory or checkpoint (``noprop train`` output too),
+        with the input statistics it was trained with."""
         run = load_run(Path(path))
         clf = cls.__new__(cls)
         clf.config, clf.run_dir, clf.model, clf.results = run.config, Path(path), run.method, None
+        clf.overwrite, clf._trainer = False, None
+        clf.spec = DataSpec(**run.checkpoint["spec"])
+        norm = (run.checkpoint.get("data_info") or {}).get("normalization")
+        clf.normalization = (tuple(norm[0]), tuple(norm[1])) if norm else None
         return clf
+
+
+def _like(x: ArrayLike, out: Tensor) -> Tensor | np.ndarray:
+    return out.numpy() if isinstance(x, np.ndarray) else out

@@ -83,7 +83,7 @@ class BenchPlan:
         base = dict(self.config)
         if base.get("max_train_seconds") and "epochs" not in base:
             base["epochs"] = UNLIMITED_EPOCHS
-        base["progress"] = False
+        base["progress"] = base["log_epochs"] = False
         seed = int(base.pop("seed", 0))
         # repeat-major: a bench stopped early has every method once before any twice
         return [

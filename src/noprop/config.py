@@ -95,7 +95,10 @@ class RunConfig:
     # bookkeeping
     seed: int = 0
     device: str = "auto"
+    #: A progress bar while training (terminals only; ``noprop train -q`` turns it off).
     progress: bool = True
+    #: One line per epoch (loss, test accuracy) and a summary of the model at the start.
+    log_epochs: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

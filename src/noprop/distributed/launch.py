@@ -140,7 +140,8 @@ def rank_trainer(
     if info.rank == 0:
         trainer = Trainer(method, data, config, run_dir, parallelism=hooks)
     else:
-        trainer = _Follower(method, data, config.replace(progress=False), None, parallelism=hooks)
+        trainer = _Follower(method, data, config.replace(progress=False, log_epochs=False), None,
+                            parallelism=hooks)
     torch.manual_seed(rank_seed(config.seed, info.rank, 0))
     return trainer
 

@@ -63,7 +63,7 @@ from noprop.training.nonfinite import (
 #: Run settings a resumed run takes from the command line (applied, and recorded in config.yaml);
 #: every other setting must equal the checkpoint's, since the state saved so far depends on it.
 RESUMABLE_CHANGES = frozenset({
-    "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "checkpoint_minutes",
+    "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "log_epochs", "checkpoint_minutes",
     "max_train_seconds", "skip_nonfinite", "flush_denormal", "eval_inference_steps",
     "eval_deterministic", "eval_seed",
 })
@@ -288,7 +288,7 @@ class Trainer:
         if "metrics" not in state and (self.run_dir / METRICS).is_file():
             rows = MetricsLog.read(self.run_dir / METRICS)
             self.metrics.restore([r for r in rows if int(r["epoch"]) <= self.epoch])
-        if self.config.progress and not self.finished:
+        if self.config.log_epochs and not self.finished:
             where = position(self.epoch, self.step, self.steps_per_epoch())
             tqdm.write(f"resuming {self.run_dir} at {where} (of {self.config.epochs} epochs)")
 
@@ -435,7 +435,8 @@ class Trainer:
             total=total,
             initial=self.step,
             desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-            disable=not self.config.progress,
+            # the bar is for terminals: piped to a file, the per-epoch lines alone are written
+            disable=not (self.config.progress and _is_terminal()),
             leave=False,
             dynamic_ncols=True,
             mininterval=1.0,
@@ -501,7 +502,7 @@ class Trainer:
                     **({"epoch_fraction": round(self.last_epoch_fraction, 4)}
                        if self.config.max_train_seconds else {}),
                 })
-                if self.config.progress:
+                if self.config.log_epochs:
                     tqdm.write(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
                 if self.run_dir is not None:
                     self.save_checkpoint()
@@ -556,6 +557,10 @@ class Trainer:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / RESULTS, results)
         return results
+
+
+def _is_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
 def _refuse_fixed_changes(saved: dict[str, Any], now: dict[str, Any]) -> None:
