@@ -83,3 +83,29 @@ def test_comparing_runs_needs_out_and_run_directories(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "f")]) == 2
     assert "metrics.csv" in capsys.readouterr().err
+
+
+def test_comparison_legends_name_methods_and_only_add_directories_to_tell_runs_apart(tmp_path):
+    from noprop.plot import comparison_labels
+
+    write_run(tmp_path / "run-a", "dt", [0.9])
+    write_run(tmp_path / "run-b", "ct", [0.8])
+    write_run(tmp_path / "run-c", "ct", [0.7])
+    assert comparison_labels([tmp_path / "run-a", tmp_path / "run-b", tmp_path / "run-c"]) == [
+        "dt on mnist", "ct on mnist (run-b)", "ct on mnist (run-c)"]
+
+
+def test_training_loss_panel_is_log_scale_and_short_runs_get_whole_epoch_ticks(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from noprop import plot
+
+    seen = {}
+    monkeypatch.setattr(plot, "_save", lambda fig, path: seen.setdefault("fig", fig) and path)
+    write_run(tmp_path / "run", "dt", [0.5, 0.9])
+    plot.plot_run(tmp_path / "run", tmp_path, readout_samples=0)
+    loss_ax, acc_ax = seen["fig"].axes
+    assert loss_ax.get_yscale() == "log"
+    seen["fig"].canvas.draw()
+    assert [t for t in acc_ax.get_xticks() if 0.5 <= t <= 2.5] == [1.0, 2.0]
+    plt.close(seen["fig"])

@@ -11,7 +11,8 @@ Run directory (``metrics.csv``, from ``noprop train``):
 Several run directories (``noprop plot RUN RUN ... --out DIR``):
 
 * ``comparison.png`` - test accuracy per epoch and against cumulative training seconds, one
-  line per run, labelled by the run directory's name (a sweep or an ablation side by side).
+  line per run, labelled by its method and dataset (with the directory's name where two runs
+  would share a label: a sweep or an ablation side by side).
 
 Benchmark directory (``bench.json``, from ``noprop bench``):
 
@@ -71,17 +72,32 @@ def plot_run(run_dir: Path, out_dir: Path, *, readout_samples: int = 2000) -> li
     for key in loss_keys:
         ax_loss.plot(epochs, [r.get(key) for r in rows], marker="o", label=key.removeprefix("train_"))
     ax_loss.set(title=f"{name}: training loss terms", xlabel="epoch", ylabel="mean over the epoch")
+    _log_scale_if_positive(ax_loss, [r.get(k) for r in rows for k in loss_keys])
     ax_loss.legend(fontsize="small")
     ax_acc.plot(epochs, [100 * r["test_accuracy"] for r in rows], marker="o", color="tab:green")
     ax_acc.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
     written = [_save(fig, out_dir / "training_curves.png")]
     readouts = run_readouts(run_dir, readout_samples)
     if readouts and len(readouts) > 1:
         written.append(_plot_readouts({name: [readouts]}, out_dir / "readout.png", legend="run"))
     return written
+
+
+def _log_scale_if_positive(ax, values: Sequence[Any]) -> None:
+    """Losses span decades (NoProp-DT's weighted terms above all): a log axis shows every term."""
+    numbers = [v for v in values if isinstance(v, int | float)]
+    if numbers and min(numbers) > 0:
+        ax.set_yscale("log")
+
+
+def _epoch_axis(ax, epochs: Sequence[float]) -> None:
+    """Whole epochs as ticks, from 0 or 1, so a run of one or two epochs is not labelled 0.96..1.04."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    last = max(epochs) if epochs else 1
+    ax.set_xlim(0.5, max(last, 1) + 0.5)
 
 
 def run_label(run_dir: Path) -> str:
@@ -118,11 +134,11 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
 
 def plot_runs(run_dirs: Sequence[Path], out_dir: Path, *, title: str | None = None) -> Path:
     """``comparison.png``: every run's test accuracy per epoch and against training seconds."""
-    curves = {}
     for run_dir in run_dirs:
         if not (run_dir / METRICS).is_file():
             raise PlotError(f"{run_dir} holds no {METRICS} (noprop train)")
-        curves[run_dir.name] = MetricsLog.read(run_dir / METRICS)
+    curves = {name: MetricsLog.read(d / METRICS)
+              for name, d in zip(comparison_labels(run_dirs), run_dirs, strict=True)}
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for name, rows in curves.items():
@@ -131,12 +147,20 @@ def plot_runs(run_dirs: Sequence[Path], out_dir: Path, *, title: str | None = No
         ax_time.plot(_cumulative_seconds(rows), accuracy, marker=".", color=line.get_color())
     ax_epoch.set(xlabel="epoch", ylabel="test accuracy (%)")
     ax_time.set(xlabel="training seconds (cumulative, evaluation excluded)")
-    ax_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax_epoch, [r["epoch"] for rows in curves.values() for r in rows])
+    ax_time.set_xlim(left=0)
     for ax in (ax_epoch, ax_time):
         ax.grid(alpha=0.3)
     ax_epoch.legend(fontsize="small")
     fig.suptitle(title or "Test accuracy of each run")
     return _save(fig, out_dir / "comparison.png")
+
+
+def comparison_labels(run_dirs: Sequence[Path]) -> list[str]:
+    """``method on dataset`` per run; the directory's name is added where labels would repeat."""
+    labels = [run_label(d) for d in run_dirs]
+    return [label if labels.count(label) == 1 or label == d.name else f"{label} ({d.name})"
+            for label, d in zip(labels, run_dirs, strict=True)]
 
 
 # -- a benchmark ------------------------------------------------------------------------------
@@ -209,6 +233,7 @@ def _plot_loss_vs_time(runs, curves, methods, colors, dataset, path: Path) -> Pa
                 ax.plot(_cumulative_seconds(rows), [x["train_loss"] for x in rows], marker="o",
                         color=colors[m], label=f"seed {r['seed']}")
         ax.set(title=m, xlabel="training seconds", ylabel="training loss")
+        _log_scale_if_positive(ax, [x["train_loss"] for r in runs if r["method"] == m for x in curves[id(r)]])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     for ax in list(axes.flat)[n:]:
