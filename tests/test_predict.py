@@ -44,10 +44,9 @@ def test_predict_npz_matches_the_model_on_identically_prepared_inputs(trained, t
     run = load_run(run_dir)
     mean, std = run.checkpoint["data_info"]["normalization"]
     prepared = (torch.from_numpy(x[:20]).float().unsqueeze(1) / 255 - mean[0]) / std[0]
-    generator = torch.Generator().manual_seed(run.config.eval_seed)
-    expected = run.method.predict_logits(prepared, generator=generator).argmax(-1)
-    assert [int(r["label"]) for r in rows] == expected.tolist()
-    assert {r["class"] for r in rows} <= {"ant", "bee", "cat"}
+    expected = run.method.predict_logits(prepared, deterministic=True).argmax(-1)
+    assert [int(r["class_index"]) for r in rows] == expected.tolist()
+    assert {r["class_name"] for r in rows} <= {"ant", "bee", "cat"}
 
 
 def test_predict_reads_image_files_and_folders(trained, tmp_path, capsys) -> None:
@@ -63,9 +62,40 @@ def test_predict_reads_image_files_and_folders(trained, tmp_path, capsys) -> Non
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
 
 
-def test_predict_rejects_images_of_the_wrong_shape(trained, tmp_path, capsys) -> None:
+def test_predict_rejects_images_with_channels_it_cannot_convert(trained, tmp_path, capsys) -> None:
     run_dir, *_ = trained
-    np.save(tmp_path / "big.npy", np.zeros((2, 20, 20), dtype=np.uint8))
-    assert main(["predict", str(run_dir), str(tmp_path / "big.npy")]) == 2
-    err = capsys.readouterr().err
-    assert "20x20" in err and "1x12x12" in err
+    np.save(tmp_path / "two.npy", np.zeros((2, 2, 12, 12), dtype=np.uint8))
+    assert main(["predict", str(run_dir), str(tmp_path / "two.npy")]) == 2
+    assert "inputs have 2 channels but the model takes 1" in capsys.readouterr().err
+
+
+def test_predict_resizes_and_converts_rgb_with_a_note(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    big = np.repeat(np.repeat(x[:4], 2, axis=1), 2, axis=2)  # 24x24, each pixel doubled
+    rgb = np.repeat(big[:, None], 3, axis=1)
+    np.save(tmp_path / "rgb.npy", rgb)
+    assert main(["predict", str(run_dir), str(tmp_path / "rgb.npy")]) == 0
+    captured = capsys.readouterr()
+    assert "converted RGB inputs to grey" in captured.err and "from 24x24 to 12x12" in captured.err
+    np.save(tmp_path / "same.npy", x[:4])
+    assert main(["predict", str(run_dir), str(tmp_path / "same.npy")]) == 0
+    direct = [r["class_index"] for r in _rows(capsys.readouterr().out)]
+    assert [r["class_index"] for r in _rows(captured.out)] == direct  # halving undoes the doubling
+
+
+def test_predict_is_deterministic_by_default_and_stochastic_on_request(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    np.save(tmp_path / "few.npy", x[:10])
+    outs = []
+    for extra in ([], [], ["--stochastic", "3"]):
+        assert main(["predict", str(run_dir), str(tmp_path / "few.npy"), *extra]) == 0
+        outs.append([r["probability"] for r in _rows(capsys.readouterr().out)])
+    assert outs[0] == outs[1]
+    assert outs[2] != outs[0]
+
+
+def test_an_npz_without_x_lists_what_it_holds(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    np.savez(tmp_path / "odd.npz", images=x[:2], labels=np.zeros(2))
+    assert main(["predict", str(run_dir), str(tmp_path / "odd.npz")]) == 2
+    assert "holds no array 'x' (the images); it holds: images, labels" in capsys.readouterr().err

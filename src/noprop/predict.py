@@ -1,9 +1,14 @@
 """Predict classes for new images with a saved model: read, prepare as in training, classify.
 
 Inputs are image files (anything Pillow reads), folders of them, ``.npz`` files with an ``x``
-array, or ``.npy`` arrays. Pixels are brought to [0, 1] (uint8 / 255; floats taken as they are)
-and standardised with the per-channel mean and std the model was trained with, which the
-checkpoint records (``data_info.normalization``).
+array, or ``.npy`` arrays. Pixels are brought to [0, 1] (uint8 / 255; floats taken as they are),
+converted to the model's channels (grey <-> RGB, RGBA loses alpha) and size (bilinear, antialiased),
+each conversion reported as a note, then standardised with the per-channel mean and std the model
+was trained with, which the checkpoint records (``data_info.normalization``).
+
+A classifier answers the same way every time: prediction uses the noise-free sampler unless
+``stochastic`` passes of the paper's stochastic sampler are asked for (their probabilities are
+averaged, with seeded noise).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from noprop.data import DataError
@@ -54,8 +60,11 @@ def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
         if suffix in (".npz", ".npy"):
             try:
                 raw = np.load(path, allow_pickle=False)
+                if suffix == ".npz" and "x" not in raw.files:
+                    raise DataError(f"{path} holds no array 'x' (the images); it holds: "
+                                    f"{', '.join(raw.files) or 'nothing'}")
                 a = raw["x"] if suffix == ".npz" else raw
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError) as err:
                 raise DataError(f"cannot read images from {path}: {err}") from None
             x = images_from_array(np.asarray(a), f"{path}")
             arrays.append(x)
@@ -71,37 +80,63 @@ def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     return sources, np.concatenate(arrays)
 
 
-def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | None) -> Tensor:
-    """Check the shape against the model's and standardise as in training."""
-    if x.shape[1:] != spec.image_shape:
-        if x.shape[1] == 1 and spec.channels == 3 and x.shape[2:] == spec.image_shape[1:]:
-            x = np.repeat(x, 3, axis=1)
-        else:
-            raise DataError(f"inputs are {'x'.join(map(str, x.shape[1:]))} images but the model takes "
-                            f"{'x'.join(map(str, spec.image_shape))} (channels x height x width)")
+#: ITU-R BT.601 luma weights: how an RGB image becomes grey (as Pillow's ``convert("L")``).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | None
+            ) -> tuple[Tensor, list[str]]:
+    """Images ``(N, C, H, W)`` in [0, 1] made the model's shape and standardised as in training;
+    also the notes on what was converted."""
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    notes = []
+    channels = t.shape[1]
+    if channels == 4:
+        t, channels = t[:, :3], 3
+        notes.append("dropped the alpha channel")
+    if channels != spec.channels:
+        if channels == 1 and spec.channels == 3:
+            t = t.expand(-1, 3, -1, -1)
+        elif channels == 3 and spec.channels == 1:
+            t = (t * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise DataError(f"inputs have {x.shape[1]} channels but the model takes {spec.channels}")
+        notes.append(f"converted {'grey' if channels == 1 else 'RGB'} inputs to "
+                     f"{'RGB' if spec.channels == 3 else 'grey'}")
+    size = (spec.height, spec.width)
+    if tuple(t.shape[2:]) != size:
+        notes.append(f"resized {len(t)} inputs from {t.shape[2]}x{t.shape[3]} to {size[0]}x{size[1]}")
+        t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
     if normalization is not None:
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
         t = (t - mean) / std
-    return t
+    return t.contiguous(), notes
 
 
 @torch.inference_mode()
-def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, deterministic: bool = False,
-            batch_size: int = 500) -> list[Prediction]:
+def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stochastic: int = 0,
+            batch_size: int = 500) -> tuple[list[Prediction], list[str]]:
+    """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
+    the class probabilities of that many passes of the stochastic sampler (seeded)."""
     info = run.checkpoint.get("data_info") or {}
     spec = DataSpec(**run.checkpoint["spec"])
     sources, raw = read_inputs(paths)
-    x = prepare(raw, spec, info.get("normalization"))
+    x, notes = prepare(raw, spec, info.get("normalization"))
     method = run.method.eval()
     device = next(method.parameters()).device
     generator = torch.Generator(device=device).manual_seed(run.config.eval_seed)
-    probs = torch.cat([
-        method.predict_logits(x[i : i + batch_size].to(device), steps=steps, deterministic=deterministic,
-                              generator=generator).softmax(-1).cpu()
-        for i in range(0, len(x), batch_size)
-    ])
+
+    def probabilities(xb: Tensor) -> Tensor:
+        if not stochastic:
+            return method.predict_logits(xb, steps=steps, deterministic=True).softmax(-1)
+        passes = [method.predict_logits(xb, steps=steps, generator=generator).softmax(-1)
+                  for _ in range(stochastic)]
+        return torch.stack(passes).mean(0)
+
+    probs = torch.cat([probabilities(x[i : i + batch_size].to(device)).cpu()
+                       for i in range(0, len(x), batch_size)])
     names = info.get("class_names")
     best, labels = probs.max(-1)
-    return [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))
+    rows = [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))
             for s, c, p in zip(sources, labels, best, strict=True)]
+    return rows, notes

@@ -7,6 +7,7 @@ import csv
 import sys
 from pathlib import Path
 
+from noprop.data import DataError
 from noprop.predict import predict
 from noprop.run import load_run
 
@@ -17,18 +18,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", type=Path, nargs="+",
                    help="image files, folders of images, .npz files (array x) or .npy arrays")
     p.add_argument("--output", type=Path, default=None, help="write the CSV here instead of stdout")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (CT/FM)")
-    p.add_argument("--deterministic", action="store_true", help="noise-free sampler")
+    p.add_argument("--steps", type=int, default=None,
+                   help="inference steps (CT/FM; default: the model's own, as in training)")
+    p.add_argument("--stochastic", type=int, default=0, metavar="PASSES",
+                   help="average this many passes of the paper's stochastic sampler (seeded) instead "
+                        "of one noise-free pass (default 0: noise-free, the same answer every time)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stochastic < 0:
+        raise DataError(f"--stochastic must be >= 0 passes, got {args.stochastic}")
     loaded = load_run(args.run)
-    rows = predict(loaded, args.inputs, steps=args.steps, deterministic=args.deterministic)
+    rows, notes = predict(loaded, args.inputs, steps=args.steps, stochastic=args.stochastic)
+    for note in notes:
+        print(f"noprop predict: note: {note} to match the model", file=sys.stderr)
     out = args.output.open("w", newline="") if args.output else sys.stdout
     try:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["input", "label", "class", "probability"])
+        # class_index: the model's output index; class_name: its name (the index when none is known)
+        writer.writerow(["input", "class_index", "class_name", "probability"])
         writer.writerows([r.source, r.label, r.name, f"{r.probability:.4f}"] for r in rows)
     finally:
         if args.output:
