@@ -108,3 +108,16 @@ def test_piped_output_is_one_line_per_epoch_and_quiet_keeps_those_lines(tmp_path
         assert "\r" not in text  # no progress bar when not on a terminal
         assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == [
             "epoch 1", "epoch 2"]
+
+
+def test_a_time_budget_that_leaves_blocks_untrained_says_which(tmp_path, capsys) -> None:
+    import json
+
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(64, 8, classes=3))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset), "-T", "3", "--epochs", "1", "--batch-size", "8",
+                 "--max-train-seconds", "1e-6", "--device", "cpu", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "model NoPropDT: block1..block3" in out and "total" in out
+    assert "units took a step (block2, block3)" in out
+    assert json.loads((run_dir / RESULTS).read_text())["untrained_units"] == ["block2", "block3"]

@@ -26,6 +26,7 @@ from noprop.run import RunDirError, RunFinished, default_run_dir, load_run, save
 from noprop.training.checkpoint import CheckpointError
 from noprop.training.device import resolve_device
 from noprop.training.interrupt import TrainingInterrupted
+from noprop.training.lr_schedule import LR_SCHEDULES
 from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import evaluate_accuracy
 
@@ -96,6 +97,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=s)
     p.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=s)
     p.add_argument("--lr", type=_positive_float, default=s, help="learning rate (paper: 1e-3)")
+    p.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=s,
+                   help="constant (default, the paper) or cosine decay to 0 over the run")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=_nonnegative_float, default=s,
+                   metavar="EPOCHS", help="linear lr warm-up over this many epochs (default 0)")
     p.add_argument("--weight-decay", dest="weight_decay", type=_nonnegative_float, default=s)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=s)
     p.add_argument("--block-order", dest="block_order", choices=BLOCK_ORDERS, default=s,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from noprop.training.lr_schedule import LR_SCHEDULES
+
 BLOCK_ORDERS = ("sequential", "interleaved")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "adam")
@@ -45,6 +47,10 @@ class RunConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float = 1e-3
+    #: ``constant`` (the paper) or ``cosine`` decay to 0, after ``warmup_epochs`` of linear
+    #: warm-up; epochs count each block's own passes (training/lr_schedule.py).
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     weight_decay: float = 1e-3
     optimizer: str | None = None
     #: ``sequential``: Algorithm 1, one pass over the data per block (an epoch is T passes).
@@ -118,6 +124,8 @@ class RunConfig:
             raise ConfigError(f"fm_sigma must be >= 0, got {self.fm_sigma}")
         if self.shared_sync_every < 0:
             raise ConfigError(f"shared_sync_every must be >= 0, got {self.shared_sync_every}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.checkpoint_minutes < 0:
@@ -125,7 +133,7 @@ class RunConfig:
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
             raise ConfigError(f"max_train_seconds must be positive, got {self.max_train_seconds}")
         choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS,
-                   "parallel": PARALLEL_MODES}
+                   "parallel": PARALLEL_MODES, "lr_schedule": LR_SCHEDULES}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:

@@ -49,6 +49,7 @@ from noprop.training.checkpoint import (
 )
 from noprop.training.device import flushed_denormals, peak_memory_mb, reset_peak_memory, resolve_device
 from noprop.training.interrupt import StopRequest, TrainingInterrupted, pause_for_signal, pause_step
+from noprop.training.lr_schedule import lr_factor
 from noprop.training.metrics import MetricsLog
 from noprop.training.nonfinite import (
     CHECK_EVERY,
@@ -220,6 +221,8 @@ class Trainer:
         self._pause = pause_step()
         #: Whether denormals were flushed to zero on the CPU during fit() (results.json).
         self.denormals_flushed = False
+        #: Optimizer steps taken on each unit over the whole run (checkpointed).
+        self.unit_steps = [0] * len(self.units)
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
@@ -248,6 +251,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "metrics": list(self.metrics.rows),
             "rng": capture_rng_state(),
+            "unit_steps": list(self.unit_steps),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -278,6 +282,7 @@ class Trainer:
         if "metrics" in state:
             self.metrics.restore([r for r in state["metrics"] if int(r["epoch"]) <= self.epoch])
         restore_rng_state(state["rng"])
+        self.unit_steps = list(state.get("unit_steps", self.unit_steps))
         self._saved_at = (self.epoch, self.step)
 
     def resume(self) -> None:
@@ -360,6 +365,7 @@ class Trainer:
             if group in self.optimizers:
                 self.optimizers[group].step()
                 self.optimizers[group].zero_grad(set_to_none=True)
+        self.unit_steps[unit] += 1
         self.parallelism.after_step(self.method)
         return terms
 
@@ -422,6 +428,23 @@ class Trainer:
         where = position(*self._saved_at, self.steps_per_epoch()) if self._saved_at else None
         raise TrainingInterrupted(self._stop.signum, self.run_dir, where)
 
+    def _schedule_lr(self, unit: int, steps_per_epoch: int) -> None:
+        """Set the lr of ``unit``'s optimizers for the coming step (training/lr_schedule.py)."""
+        config = self.config
+        if config.lr_schedule == "constant" and not config.warmup_epochs:
+            return
+        if config.block_order == "sequential":  # each unit's own pass is its epoch
+            per_unit = steps_per_epoch // len(self.trained_units)
+            within = (self.step % per_unit + 1) / per_unit
+        else:
+            within = (self.step + 1) / steps_per_epoch
+        progress = self.epoch + within
+        lr = config.lr * lr_factor(config.lr_schedule, progress, config.epochs, config.warmup_epochs)
+        for group in self.units[unit].groups:
+            if group in self.optimizers:
+                for param_group in self.optimizers[group].param_groups:
+                    param_group["lr"] = lr
+
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it unless resumed mid-epoch); mean loss terms.
 
@@ -446,6 +469,7 @@ class Trainer:
                 continue  # finished before an interruption: same order replayed, step skipped
             self._between_steps()
             xb, yb = self.parallelism.shard(xb, yb)
+            self._schedule_lr(unit, total)
             terms = self.train_step(unit, xb.to(self.device), yb.to(self.device))
             self.step += 1
             self._steps_run += 1
@@ -479,6 +503,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(self.resolved_config()))
         reset_peak_memory(self.device)
+        if self.config.log_epochs:
+            tqdm.write(model_summary(self.method))
         accuracy = float("nan")
         with self._stop, flushed_denormals(self.config.flush_denormal) as self.denormals_flushed:
             self._last_save = time.monotonic()
@@ -508,7 +534,16 @@ class Trainer:
                     self.save_checkpoint()
         if self.metrics.rows:
             accuracy = float(self.metrics.rows[-1]["test_accuracy"])
+        untrained = self.untrained_units()
+        if untrained and self.config.log_epochs:
+            tqdm.write(f"warning: the time budget ended before {len(untrained)} of {len(self.units)} units "
+                       f"took a step ({', '.join(untrained)}), so predictions are poor; with "
+                       "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
         return self._write_results(accuracy)
+
+    def untrained_units(self) -> list[str]:
+        """Units this process trains that have not taken a single step (a cut sequential epoch)."""
+        return [self.units[u].name for u in self.trained_units if not self.unit_steps[u]]
 
     def out_of_time(self) -> bool:
         """Whether the wall-clock budget ``max_train_seconds`` is spent (evaluation not counted)."""
@@ -551,12 +586,29 @@ class Trainer:
             "num_parameters": sum(p.numel() for p in self.method.parameters()),
             # an order only exists between several units (DT unfused); None for CT, FM, fused DT
             "block_order": self.config.block_order if len(self.units) > 1 else None,
+            "untrained_units": self.untrained_units(),
             **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / RESULTS, results)
         return results
+
+
+def model_summary(method: Method) -> str:
+    """One line: parameters per group (equal-sized consecutive groups folded) and the total."""
+    counts = [(name, sum(p.numel() for p in params)) for name, params in method.parameter_groups().items()]
+    parts: list[str] = []
+    i = 0
+    while i < len(counts):
+        j = i
+        while j + 1 < len(counts) and counts[j + 1][1] == counts[i][1]:
+            j += 1
+        name, n = counts[i]
+        parts.append(f"{name}..{counts[j][0]} {n:,} each" if j > i else f"{name} {n:,}")
+        i = j + 1
+    total = sum(p.numel() for p in method.parameters())
+    return f"model {type(method).__name__}: {'; '.join(parts)}; total {total:,} parameters"
 
 
 def _is_terminal() -> bool:
