@@ -6,9 +6,9 @@ converted to the model's channels (grey <-> RGB, RGBA loses alpha) and size (bil
 each conversion reported as a note, then standardised with the per-channel mean and std the model
 was trained with, which the checkpoint records (``data_info.normalization``).
 
-A classifier answers the same way every time: prediction uses the noise-free sampler unless
-``stochastic`` passes of the paper's stochastic sampler are asked for (their probabilities are
-averaged, with seeded noise).
+A classifier answers the same way every time: prediction uses the noise-free sampler from a
+seeded starting point ``z_0`` unless ``stochastic`` passes of the paper's stochastic sampler are
+asked for (their probabilities are averaged, with seeded noise).
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
 
     def probabilities(xb: Tensor) -> Tensor:
         if not stochastic:
-            return method.predict_logits(xb, steps=steps, deterministic=True).softmax(-1)
+            # the chain still starts from z_0 ~ N(0, I): seeded, so an answer never changes
+            return method.predict_logits(xb, steps=steps, deterministic=True, generator=generator).softmax(-1)
         passes = [method.predict_logits(xb, steps=steps, generator=generator).softmax(-1)
                   for _ in range(stochastic)]
         return torch.stack(passes).mean(0)

@@ -206,9 +206,14 @@ def checkpoint_path(path: Path) -> Path:
 
 
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory or checkpoint file into a ready-to-predict method (in eval mode)."""
+    """Load a run directory, checkpoint or exported ``.safetensors`` model, ready to predict."""
+    from noprop.export import is_exported, read_model
+
     path = Path(path)
-    state = load_checkpoint(checkpoint_path(path), map_location=map_location)
+    if is_exported(path):
+        state = read_model(path)
+    else:
+        state = load_checkpoint(checkpoint_path(path), map_location=map_location)
     try:
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:

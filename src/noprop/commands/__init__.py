@@ -9,4 +9,4 @@ message and exit code 2.
 from __future__ import annotations
 
 #: Module names under ``noprop.commands``; add yours here.
-COMMAND_MODULES: tuple[str, ...] = ("reproduce", "data", "bench", "plot", "predict")
+COMMAND_MODULES: tuple[str, ...] = ("reproduce", "data", "bench", "plot", "predict", "export")

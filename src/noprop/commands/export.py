@@ -1,0 +1,28 @@
+"""``noprop export RUN OUT.safetensors``: the trained model alone, loadable without the training state."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from noprop.export import SUFFIX, export_model
+from noprop.run import checkpoint_path
+from noprop.training.checkpoint import CheckpointError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model as one .safetensors file with its config",
+                       description="The weights and the configuration that rebuilds the model, as a "
+                       "safetensors file (no optimizer or random states, nothing executable). "
+                       "noprop predict, noprop evaluate and Classifier.load read it.")
+    p.add_argument("run", type=Path, help="run directory or checkpoint file")
+    p.add_argument("out", type=Path, help=f"the file to write (ends in {SUFFIX})")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.suffix != SUFFIX:
+        raise CheckpointError(f"the exported model's name must end in {SUFFIX}, got {args.out.name}")
+    out = export_model(checkpoint_path(args.run), args.out)
+    print(f"exported {args.run} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
