@@ -137,6 +137,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flush-denormal", dest="flush_denormal", action=argparse.BooleanOptionalAction,
                    default=s, help="flush denormal floats to zero on the CPU, which keeps long runs "
                                    "from slowing down (default on; docs/benchmarks.md)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=s,
+                   help="bf16: autocast the forward passes; auto (default): bf16 where the CPU has "
+                        "native bf16 (AVX-512 BF16 / AMX), else fp32. results.json records what ran")
     p.add_argument("--seed", type=int, default=s)
     p.add_argument("--device", choices=DEVICES, default=s)
 

@@ -98,6 +98,10 @@ class RunConfig:
     #: Flush denormal floats (below ~1.2e-38) to zero on the CPU while training and evaluating:
     #: weights and Adam moments that decay into that range otherwise slow a step down up to 6x.
     flush_denormal: bool = True
+    #: ``fp32``, ``bf16`` (autocast for the forward passes of training and evaluation) or ``auto``:
+    #: bf16 where the CPU has native bf16 instructions (AVX-512 BF16 / AMX), fp32 otherwise.
+    #: results.json records what ran.
+    precision: str = "auto"
     # bookkeeping
     seed: int = 0
     device: str = "auto"
@@ -133,7 +137,8 @@ class RunConfig:
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
             raise ConfigError(f"max_train_seconds must be positive, got {self.max_train_seconds}")
         choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS,
-                   "parallel": PARALLEL_MODES, "lr_schedule": LR_SCHEDULES}
+                   "parallel": PARALLEL_MODES, "lr_schedule": LR_SCHEDULES,
+                   "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:

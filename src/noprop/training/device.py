@@ -6,6 +6,8 @@ import contextlib
 import resource
 import sys
 from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -62,3 +64,38 @@ def flushed_denormals(enabled: bool = True) -> Iterator[bool]:
         if _flush_depth == 0 and _flush_on:
             torch.set_flush_denormal(False)
             _flush_on = False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+#: x86 flags of native bf16 arithmetic: AVX-512 BF16 (Cooper Lake, Zen 4 and later) and AMX.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (Linux ``/proc/cpuinfo`` flags; else ``False``).
+    Without it bf16 autocast is emulated and usually slower than float32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    flags = lines[0].split(":", 1)[1].split() if lines else []
+    return bool(NATIVE_BF16_FLAGS & set(flags))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` (autocast) for a run. ``auto``: bf16 on a CPU with native bf16, else
+    fp32; on CUDA ``auto`` adds no autocast of its own (the fused NoProp-DT step uses bf16 there)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a resolved precision (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -47,7 +47,15 @@ from noprop.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from noprop.training.device import flushed_denormals, peak_memory_mb, reset_peak_memory, resolve_device
+from noprop.training.device import (
+    autocast_for,
+    cpu_has_native_bf16,
+    flushed_denormals,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    resolve_precision,
+)
 from noprop.training.interrupt import StopRequest, TrainingInterrupted, pause_for_signal, pause_step
 from noprop.training.lr_schedule import lr_factor
 from noprop.training.metrics import MetricsLog
@@ -65,7 +73,7 @@ from noprop.training.nonfinite import (
 #: every other setting must equal the checkpoint's, since the state saved so far depends on it.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "log_epochs", "checkpoint_minutes",
-    "max_train_seconds", "skip_nonfinite", "flush_denormal", "eval_inference_steps",
+    "max_train_seconds", "skip_nonfinite", "flush_denormal", "precision", "eval_inference_steps",
     "eval_deterministic", "eval_seed",
 })
 
@@ -115,9 +123,11 @@ def readout_accuracies(
     deterministic: bool = False,
     seed: int = 1234,
     flush_denormal: bool = True,
+    precision: str = "fp32",
 ) -> list[float]:
     """Accuracy of the prediction read out after each inference step (the last is the final one)."""
-    with flushed_denormals(flush_denormal):
+    device = next(method.parameters()).device
+    with flushed_denormals(flush_denormal), autocast_for(precision, device):
         return _readout_accuracies(method, x, y, batch_size, steps, deterministic, seed)
 
 
@@ -190,6 +200,8 @@ class Trainer:
     ) -> None:
         self.config = config = config.resolved()
         self.device = resolve_device(config.device)
+        #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
+        self.precision = resolve_precision(config.precision, self.device)
         self.method = method.to(self.device)
         self.data = data
         self._train_x, self._train_y = self._training_tensors()
@@ -349,8 +361,9 @@ class Trainer:
         gradient is NaN/inf: no optimizer step, and the buffers (BatchNorm statistics) as before.
         """
         snapshot = [b.clone() for b in self._buffers] if self.config.skip_nonfinite else None
-        out = self.method.unit_loss(unit, x, y)
-        out.loss.backward()
+        with autocast_for(self.precision, self.device):
+            out = self.method.unit_loss(unit, x, y)
+        out.loss.float().backward()
         self.parallelism.sync_gradients(self.method, self.units[unit].groups)
         terms = {"loss": out.loss.detach(), **out.terms}
         if snapshot is None:  # stop mode: checked in bulk later, without a sync here
@@ -566,6 +579,7 @@ class Trainer:
             deterministic=self.config.eval_deterministic,
             seed=self.config.eval_seed,
             flush_denormal=self.config.flush_denormal,
+            precision=self.precision,
         )
 
     def _write_results(self, accuracy: float) -> dict[str, Any]:
@@ -580,6 +594,8 @@ class Trainer:
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
             "flush_denormal": self.denormals_flushed,
+            "precision": self.precision,
+            "cpu_native_bf16": cpu_has_native_bf16(),
             "torch_version": torch.__version__,
             "noprop_version": __version__,
             "seed": self.config.seed,
