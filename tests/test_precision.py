@@ -38,7 +38,7 @@ def test_a_bf16_loss_and_gradient_match_fp32_within_bf16_rounding(blobs, method)
         with autocast_for(precision, CPU):
             out = model.unit_loss(0, blobs.train_x[:32], blobs.train_y[:32])
         out.loss.float().backward()
-        terms[precision] = {"loss": float(out.loss), **{k: float(v) for k, v in out.terms.items()}}
+        terms[precision] = {"loss": float(out.loss.detach()), **{k: float(v) for k, v in out.terms.items()}}
         grads[precision] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     for name, value in terms["fp32"].items():
         assert terms["bf16"][name] == pytest.approx(value, rel=0.01, abs=1e-6), name
