@@ -203,7 +203,7 @@ def test_checkpoint_from_two_processes_evaluates_the_same_in_one(ranks):
     run = load_run(run_dir)
     config = run.config
     data = tiny_data()
-    accuracy = evaluate_accuracy(run.method, data.test_x, data.test_y, steps=config.inference_steps,
+    accuracy = evaluate_accuracy(run.method, data.test_x, data.test_y, steps=config.sampler_steps,
                                  deterministic=config.eval_deterministic, seed=config.eval_seed)
     assert accuracy == results["test_accuracy"]
 

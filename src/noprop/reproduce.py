@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from noprop import __version__
+from noprop._version import __version__
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.presets import PAPER_EXPERIMENTS, PaperNumber, Preset
@@ -172,10 +172,10 @@ def final_accuracies(trainer: Trainer, results: dict[str, Any], runs: int) -> li
     """
     config = trainer.config
     data = trainer.data
-    reuse = config.eval_inference_steps in (None, config.inference_steps)
+    reuse = config.eval_inference_steps in (None, config.sampler_steps)
     first = [results["test_accuracy"]] if reuse else []
     return first + [
-        evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.inference_steps,
+        evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.sampler_steps,
                           deterministic=config.eval_deterministic, seed=config.eval_seed + k)
         for k in range(len(first), runs)
     ]

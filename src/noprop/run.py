@@ -140,7 +140,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
 def build_for(config: RunConfig, data: ClassificationData) -> Method:
     """The configured method for this data, seeded and with its data-dependent initialisation."""
     seed_everything(config.seed)
-    method = build_method(config.method, data.spec, config.method_hyperparameters())
+    method = build_method(config.method, data.spec, config.method_config)
     method.prepare(data.train_x, data.train_y)
     return method
 
@@ -189,7 +189,7 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    method = build_method(config.method, DataSpec(**state["spec"]), config.method_hyperparameters())
+    method = build_method(config.method, DataSpec(**state["spec"]), config.method_config)
     method.load_state_dict(state["model"])
     method.to(map_location).eval()
     return LoadedRun(method=method, config=config, checkpoint=state)

@@ -33,23 +33,34 @@ unfused).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import DTBlock, Padding, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import DTBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.config import EmbeddingConfig
 from noprop.methods.dt_fused import StackedBlocks, fused_loss, fused_sample_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
 
-def embedding_dim_for(kind: EmbeddingKind, spec: DataSpec, learned_dim: int) -> int:
-    """``d`` for each embedding kind: C (one-hot), ``learned_dim``, or the image size (prototype)."""
-    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.image_size}[kind]
+@dataclass(frozen=True)
+class DTConfig(EmbeddingConfig):
+    """NoProp-DT's hyperparameters (paper v1 Table 3: T = 10, eta = 0.1)."""
+
+    num_blocks: int = setting(10, "number of blocks = diffusion steps T", positive=True, shape=True,
+                              flags=("-T",))
+    eta: float = setting(0.1, "denoising loss weight eta (DT: T*eta/2*(SNR(t)-SNR(t-1)) per block)",
+                         minimum=0)
+    schedule_clip: float = setting(1e-4, "clip of the cosine alpha_bar to [c, 1 - c] (docs/design.md A1)",
+                                   positive=True)
+    fused: bool = setting(False, "all T blocks of a step in one batched pass (same block updates; "
+                          "vmap on CUDA, loop on CPU)")
 
 
 class NoPropDT(Method):
@@ -57,41 +68,22 @@ class NoPropDT(Method):
 
     name = "dt"
     default_optimizer = "adamw"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "num_blocks": 10,
-        "eta": 0.1,
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-        "schedule_clip": 1e-4,
-        "fused": False,
-    }
+    config_class = DTConfig
+    config: DTConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        num_blocks: int = 10,
-        eta: float = 0.1,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-        schedule_clip: float = 1e-4,
-        fused: bool = False,
-    ) -> None:
-        super().__init__(spec)
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks (T) must be >= 1, got {num_blocks}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        padding = resolve_padding(conv_padding, spec)
-        self.num_blocks = num_blocks
-        self.eta = eta
-        self.schedule = CosineSchedule(num_blocks, clip=schedule_clip)
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
+    def __init__(self, spec: DataSpec, config: DTConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        c = self.config
+        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
+        self.num_blocks = c.num_blocks
+        self.eta = c.eta
+        self.schedule = CosineSchedule(c.num_blocks, clip=c.schedule_clip)
+        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
+                                    for _ in range(c.num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
-        self.register_buffer("weights", self.schedule.denoising_weights(eta), persistent=False)
-        self.fused = fused
+        self.register_buffer("weights", self.schedule.denoising_weights(c.eta), persistent=False)
+        self.fused = c.fused
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import Padding, TimeBlock, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import TimeBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.dt import embedding_dim_for
+from noprop.methods.config import EmbeddingConfig
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
 
@@ -74,39 +74,31 @@ def euler_integrate(field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, step
     return z
 
 
+@dataclass(frozen=True)
+class FMConfig(EmbeddingConfig):
+    """NoProp-FM's hyperparameters (paper v1 Table 3: 1000 Euler steps)."""
+
+    inference_steps: int = setting(1000, "Euler steps of the learned flow from t = 0 to 1", positive=True)
+    fm_sigma: float = setting(0.0, "width sigma of the flow-matching path (0: the straight line)",
+                              minimum=0)
+
+
 class NoPropFM(Method):
     """Flow-matching NoProp: a single block predicts the velocity toward the label embedding."""
 
     name = "fm"
     default_optimizer = "adam"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-        "inference_steps": 1000,
-        "fm_sigma": 0.0,
-    }
+    config_class = FMConfig
+    config: FMConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-        inference_steps: int = 1000,
-        fm_sigma: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        if inference_steps < 1:
-            raise ValueError(f"inference_steps must be >= 1, got {inference_steps}")
-        if fm_sigma < 0:
-            raise ValueError(f"fm_sigma must be >= 0, got {fm_sigma}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        self.inference_steps = inference_steps
-        self.path = LinearPath(fm_sigma)
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
+    def __init__(self, spec: DataSpec, config: FMConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        c = self.config
+        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
+        self.inference_steps = c.inference_steps
+        self.path = LinearPath(c.fm_sigma)
+        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        self.block = TimeBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
         # The anchor classifier exists only with learned embeddings (Alg. 3): with one-hot ones
         # the flow loss is the whole objective and prediction never uses a classifier.
         self.classifier = nn.Linear(dim, spec.num_classes) if self.embedding.trainable else None

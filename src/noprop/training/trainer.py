@@ -34,7 +34,7 @@ import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from noprop import __version__
+from noprop._version import __version__
 from noprop.config import RunConfig, model_differences
 from noprop.data.base import ClassificationData, batches, num_batches
 from noprop.methods.base import Method
@@ -68,7 +68,7 @@ CONFIG = "config.yaml"
 
 def make_optimizers(method: Method, config: RunConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per parameter group, so an idle group's state never changes."""
-    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.resolved().optimizer]
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
     return {
         name: kind(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         for name, params in method.parameter_groups().items()
@@ -215,7 +215,7 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
-        return {**self.config.to_dict(), **self.config.method_hyperparameters()}
+        return self.config.to_dict()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: at an epoch end or mid-epoch."""
@@ -507,7 +507,7 @@ class Trainer:
             self.method,
             self.data.test_x,
             self.data.test_y,
-            steps=self.config.eval_inference_steps or self.config.inference_steps,
+            steps=self.config.eval_inference_steps or self.config.sampler_steps,
             deterministic=self.config.eval_deterministic,
             seed=self.config.eval_seed,
             flush_denormal=self.config.flush_denormal,
