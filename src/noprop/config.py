@@ -47,7 +47,7 @@ _LEGACY_UNSET: dict[str, Any] = {"fused": False}
 class RunConfig:
     """Everything that defines a training run: run settings, the method and its config."""
 
-    method: str = setting("dt", "training method", choices=tuple(sorted(METHODS)))
+    method: str = setting("dt", "training method (one of noprop.methods.METHODS, checked when built)")
     #: The method's hyperparameters; built from the flat settings at construction.
     method_config: MethodConfig = dataclasses.field(default=None)  # type: ignore[assignment]
     # what to train on
@@ -82,7 +82,8 @@ class RunConfig:
     checkpoint_minutes: float = setting(10.0, "also checkpoint mid-epoch this often (0: only after "
                                         "each epoch)", minimum=0)
     max_train_seconds: float | None = setting(None, "stop training after this many seconds "
-                                              "(evaluation excluded)", positive=True, metavar="SECONDS")
+                                              "(evaluation excluded; default: no limit)", positive=True,
+                                              metavar="SECONDS")
     # several processes (docs/distributed.md); ignored by a one-process run without --nproc
     parallel: str = setting("data", "with --nproc/torchrun: data (every process, a share of each "
                             "batch) or blocks (each process its own blocks, all the data); "

@@ -137,7 +137,7 @@ def run_experiment(
         name=preset.name,
         method=config.method,
         dataset=config.dataset,
-        embedding=config.embedding or "onehot",
+        embedding=getattr(config.method_config, "embedding", "onehot"),
         paper=preset.paper_number(config),
         paper_epochs=base.epochs,
         seeds=list(seeds),
@@ -187,7 +187,7 @@ def failed_experiment(
     """A table row for an experiment that could not run (missing data, incompatible checkpoint)."""
     return ExperimentResult(
         name=preset.name, method=config.method, dataset=config.dataset,
-        embedding=config.embedding or "onehot", paper=preset.paper_number(config),
+        embedding=getattr(config.method_config, "embedding", "onehot"), paper=preset.paper_number(config),
         paper_epochs=preset.run_config().epochs, command=command, error=str(error),
     )
 

@@ -92,6 +92,8 @@ def _add_flag(p: argparse.ArgumentParser, owner: type, f: dataclasses.Field, hel
         kwargs["type"] = SPECIAL_TYPES.get(f.name) or _value_type(owner, f)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
+        elif f.name == "method":
+            kwargs["choices"] = sorted(METHODS)  # the registry now, a method added at run time too
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
     p.add_argument(*names, **kwargs)

@@ -28,18 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
                    help=f"methods to compare ({', '.join(sorted(METHODS))})")
-    p.add_argument("--repeats", type=positive_int, default=1, help="runs per method, seeds seed..seed+N-1")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="runs per method, seeds seed..seed+N-1 (default: 1)")
     p.add_argument("--baseline", default="backprop", help="method the ratios are taken to (default backprop)")
     p.add_argument("--train-subset", dest="train_subset", type=positive_int, default=None,
-                   help="train on a fixed random N examples (the same for every method)")
+                   help="train on a fixed random N examples (the same for every method; "
+                        "default: all)")
     p.add_argument("--test-subset", dest="test_subset", type=positive_int, default=None,
-                   help="evaluate on a fixed random N test examples")
+                   help="evaluate on a fixed random N test examples (default: all)")
     p.add_argument("--out", type=Path, required=True, help="bench directory to write")
     add_config_flags(p, method_flag=False)
+    p.add_argument("--method", dest="single_method", default=None, help=argparse.SUPPRESS)  # to refuse it
     p.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.single_method is not None:
+        raise UsageError("noprop bench takes --methods (several), not --method")
     overrides = config_overrides(args)
     if "epochs" not in overrides and "max_train_seconds" not in overrides:
         raise UsageError("give a budget: --epochs N and/or --max-train-seconds S")

@@ -46,11 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs-scale", dest="epochs_scale", type=positive_float, default=1.0, metavar="F",
                    help="multiply every config's epochs by F (at least 1 epoch); default 1")
     p.add_argument("--train-limit", dest="train_limit", type=positive_int, default=None, metavar="N",
-                   help="train on N examples of a seeded shuffle (smoke runs; test set stays whole)")
+                   help="train on N examples of a seeded shuffle (smoke runs; test set stays whole; "
+                        "default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
-                   help="training seeds, one run each (paper: 3)")
+                   help="training seeds, one run each (paper: 3; default: 0)")
     p.add_argument("--inference-runs", dest="inference_runs", type=positive_int, default=1, metavar="K",
-                   help="stochastic sampler passes per trained model (paper: 5)")
+                   help="stochastic sampler passes per trained model (paper: 5; default: 1)")
     p.add_argument("--out-dir", dest="out_dir", type=Path, default=Path("runs/reproduce"), metavar="DIR",
                    help="where run directories and reproduction.md go (default runs/reproduce)")
     p.add_argument("--overwrite", action="store_true",

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: NoProp-DT on the embedded digits)")
     p.add_argument("--config", default=None, metavar="NAME",
                    help="start from a shipped experiment config (noprop reproduce --list) or a "
-                        "YAML file; other flags override its fields")
+                        "YAML file; other flags override its fields (default: none, the built-in defaults)")
     add_config_flags(p)
     p.add_argument("--run-dir", dest="run_dir", type=Path, default=None,
                    help="where to write the run (default: runs/<dataset>-<method>-<time>)")

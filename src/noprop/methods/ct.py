@@ -37,7 +37,8 @@ from noprop.blocks import TimeBlock, resolve_padding
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
-from noprop.schedules import LearnedSchedule, gaussian_prior_kl
+from noprop.sampler import posterior_chain
+from noprop.schedules import LearnedSchedule, PosteriorCoefficients, gaussian_prior_kl
 from noprop.settings import setting
 from noprop.spec import DataSpec
 
@@ -129,14 +130,16 @@ class NoPropCT(Method):
         grid = torch.linspace(0.0, 1.0, steps + 1, device=x.device)
         coef = self.schedule.posterior_coefficients(grid[:-1], grid[1:])
         features = self.block.image_features(x)
-        shape = (x.shape[0], self.embedding.dim)
-        z = torch.randn(shape, device=x.device, generator=generator)
-        for k in range(steps):
+
+        def denoise(k: int, z: Tensor) -> Tensor:
             logits = self.block.forward_features(features, z, grid[k])
-            z = coef.a[k] * (F.softmax(logits, dim=-1) @ self.embedding.weight) + coef.b[k] * z
-            if not deterministic:
-                z = z + coef.c[k].sqrt() * torch.randn(shape, device=x.device, generator=generator)
-        return z
+            return F.softmax(logits, dim=-1) @ self.embedding.weight
+
+        return posterior_chain(
+            denoise, lambda k: PosteriorCoefficients(a=coef.a[k], b=coef.b[k], c=coef.c[k]), steps=steps,
+            shape=(x.shape[0], self.embedding.dim), device=x.device, deterministic=deterministic,
+            generator=generator, keep_chain=False,
+        )[0]
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         z_1 = self.sample(x, steps=steps, deterministic=deterministic, generator=generator)

@@ -44,6 +44,7 @@ from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
 from noprop.methods.dt_fused import StackedBlocks, fused_loss, fused_sample_chain
+from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
 from noprop.settings import setting
 from noprop.spec import DataSpec
@@ -137,16 +138,11 @@ class NoPropDT(Method):
         """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
         if self.fused:
             return fused_sample_chain(self, x, deterministic=deterministic, generator=generator)
-        shape = (x.shape[0], self.embedding.dim)
-        z = torch.randn(shape, device=x.device, generator=generator)
-        chain = [z]
-        for t in range(1, self.num_blocks + 1):
-            coef = self.schedule.posterior_coefficients(t)
-            z = coef.a * self.denoise(t, x, z) + coef.b * z
-            if not deterministic:
-                z = z + coef.c.sqrt() * torch.randn(shape, device=x.device, generator=generator)
-            chain.append(z)
-        return chain
+        return posterior_chain(
+            lambda k, z: self.denoise(k + 1, x, z), lambda k: self.schedule.posterior_coefficients(k + 1),
+            steps=self.num_blocks, shape=(x.shape[0], self.embedding.dim), device=x.device,
+            deterministic=deterministic, generator=generator,
+        )
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         return self.classifier(self.sample_chain(x, deterministic=deterministic, generator=generator)[-1])

@@ -2,7 +2,7 @@
 
 The path runs from Gaussian noise at ``t = 0`` to the class embedding at ``t = 1``::
 
-    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (see LinearPath)
+    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (noprop.flow.LinearPath)
 
 and its velocity is ``d z_t / dt = u_y - z_0``. Training step (the only :class:`TrainingUnit`),
 with ``t ~ U[0, 1]`` per example::
@@ -13,12 +13,11 @@ with ``t ~ U[0, 1]`` per example::
 
 The block sees one point of the path drawn straight from the data: it is never run on its own
 output during training. Inference integrates ``dz/dt = v(x, z, t)`` from ``z_0 ~ N(0, I)`` with
-``steps`` Euler steps and predicts the class whose embedding is nearest to ``z_1``.
+``steps`` Euler steps (noprop.flow.EulerSolver) and predicts the class whose embedding is nearest to ``z_1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,51 +26,11 @@ from torch.nn import functional as F
 
 from noprop.blocks import TimeBlock, resolve_padding
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.flow import EulerSolver, LinearPath
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
 from noprop.settings import setting
 from noprop.spec import DataSpec
-
-
-@dataclass(frozen=True)
-class PathSample:
-    """A point ``z_t`` on the path between ``z_0`` (noise) and ``z_1`` (label), and its velocity."""
-
-    z_t: Tensor
-    velocity: Tensor
-
-
-@dataclass(frozen=True)
-class LinearPath:
-    """``z_t = t * z_1 + (1 - t) * z_0 + sigma * eps``, velocity ``z_1 - z_0`` (paper Eq. 10).
-
-    ``sigma`` widens the path into a tube of constant width (Tong et al.'s I-CFM); the paper
-    writes the term but gives no value. ``sigma = 0`` is the straight line.
-    """
-
-    sigma: float = 0.0
-
-    def sample(self, z_0: Tensor, z_1: Tensor, t: Tensor, eps: Tensor | None = None) -> PathSample:
-        """``z_0``, ``z_1``: ``(batch, d)``; ``t``: ``(batch,)`` in [0, 1]."""
-        tt = t.unsqueeze(-1)
-        z_t = tt * z_1 + (1.0 - tt) * z_0
-        if self.sigma > 0:
-            z_t = z_t + self.sigma * (torch.randn_like(z_0) if eps is None else eps)
-        return PathSample(z_t=z_t, velocity=z_1 - z_0)
-
-
-def euler_integrate(field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, steps: int) -> Tensor:
-    """Integrate ``dz/dt = field(z, t)`` from ``t = 0`` to ``1`` with ``steps`` Euler steps.
-
-    ``field`` gets ``z`` of shape ``(batch, d)`` and a scalar time tensor ``t``.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    z, dt = z_0, 1.0 / steps
-    for k in range(steps):
-        t = torch.tensor(k * dt, device=z_0.device, dtype=z_0.dtype)
-        z = z + dt * field(z, t)
-    return z
 
 
 @dataclass(frozen=True)
@@ -154,7 +113,7 @@ class NoPropFM(Method):
             return self.block.forward_features(features, z, t) @ weight
 
         z_0 = torch.randn((x.shape[0], self.embedding.dim), device=x.device, generator=generator)
-        return euler_integrate(field, z_0, steps or self.inference_steps)
+        return EulerSolver(steps or self.inference_steps).integrate(field, z_0)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         """Negative squared distances from ``z_1`` to each class embedding: argmax = nearest."""
