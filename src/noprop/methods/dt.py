@@ -19,7 +19,8 @@ Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
 
 and classifies ``z_T`` with the linear classifier.
 
-Fused (``fused=True``, :mod:`noprop.methods.dt_fused`): the method presents ONE training unit,
+How the blocks run is a strategy, ``method.steps``: :class:`PerBlockSteps` (the paper's) or
+:class:`~noprop.methods.dt_fused.FusedSteps`. Fused (``fused=True``): the method presents ONE training unit,
 ``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
 a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
 gradient is still that of its own loss_t alone (no gradient crosses blocks) and each block keeps
@@ -43,7 +44,7 @@ from noprop.blocks import DTBlock, resolve_padding
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
-from noprop.methods.dt_fused import StackedBlocks, fused_loss, fused_sample_chain
+from noprop.methods.dt_fused import FusedSteps, StackedBlocks
 from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
 from noprop.settings import setting
@@ -62,6 +63,24 @@ class DTConfig(EmbeddingConfig):
                                    positive=True)
     fused: bool = setting(False, "all T blocks of a step in one batched pass (same block updates; "
                           "vmap on CUDA, loop on CPU)")
+
+
+class PerBlockSteps:
+    """The paper's way to run the blocks: one training unit per block, the sampler block by block."""
+
+    def training_units(self, m: NoPropDT) -> list[TrainingUnit]:
+        return [TrainingUnit(f"block{t}", (f"block{t}", "shared")) for t in range(1, m.num_blocks + 1)]
+
+    def unit_loss(self, m: NoPropDT, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        return m.block_loss(unit + 1, x, y)
+
+    def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
+                     generator: torch.Generator | None) -> list[Tensor]:
+        return posterior_chain(
+            lambda k, z: m.denoise(k + 1, x, z), lambda k: m.schedule.posterior_coefficients(k + 1),
+            steps=m.num_blocks, shape=(x.shape[0], m.embedding.dim), device=x.device,
+            deterministic=deterministic, generator=generator,
+        )
 
 
 class NoPropDT(Method):
@@ -84,9 +103,19 @@ class NoPropDT(Method):
                                     for _ in range(c.num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
         self.register_buffer("weights", self.schedule.denoising_weights(c.eta), persistent=False)
-        self.fused = c.fused
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
+        #: how a training step and the sampler run the blocks: one at a time, or fused
+        self.steps: PerBlockSteps | FusedSteps = FusedSteps() if c.fused else PerBlockSteps()
+
+    @property
+    def fused(self) -> bool:
+        """Whether the blocks run fused (``FusedSteps``); settable, e.g. to time both samplers."""
+        return isinstance(self.steps, FusedSteps)
+
+    @fused.setter
+    def fused(self, on: bool) -> None:
+        self.steps = FusedSteps() if on else PerBlockSteps()
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -95,12 +124,7 @@ class NoPropDT(Method):
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
-        if self.fused:
-            return [TrainingUnit("blocks", tuple(self.parameter_groups()))]
-        return [
-            TrainingUnit(f"block{t}", (f"block{t}", "shared"))
-            for t in range(1, self.num_blocks + 1)
-        ]
+        return self.steps.training_units(self)
 
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         if self.embedding.kind == "prototype":
@@ -116,9 +140,10 @@ class NoPropDT(Method):
         return F.softmax(self.blocks[t - 1](x, z), dim=-1) @ self.embedding.weight
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
-        if self.fused:
-            return fused_loss(self, x, y)
-        t = unit + 1
+        return self.steps.unit_loss(self, unit, x, y)
+
+    def block_loss(self, t: int, x: Tensor, y: Tensor) -> LossOutput:
+        """Block t's loss (Eq. 8 at fixed t): all that one training step of block t computes."""
         u = self.embedding(y)
         u_hat = self.denoise(t, x, self.noisy_label(u, t - 1))
         sq_error = (u_hat - u).pow(2).sum(-1).mean()
@@ -136,13 +161,7 @@ class NoPropDT(Method):
         self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
     ) -> list[Tensor]:
         """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
-        if self.fused:
-            return fused_sample_chain(self, x, deterministic=deterministic, generator=generator)
-        return posterior_chain(
-            lambda k, z: self.denoise(k + 1, x, z), lambda k: self.schedule.posterior_coefficients(k + 1),
-            steps=self.num_blocks, shape=(x.shape[0], self.embedding.dim), device=x.device,
-            deterministic=deterministic, generator=generator,
-        )
+        return self.steps.sample_chain(self, x, deterministic=deterministic, generator=generator)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         return self.classifier(self.sample_chain(x, deterministic=deterministic, generator=generator)[-1])

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from noprop.methods.base import LossOutput
+from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.sampler import posterior_chain
 from noprop.schedules import gaussian_prior_kl
 
@@ -216,3 +216,18 @@ def fused_sample_chain(
         shape=(x.shape[0], method.embedding.dim), device=x.device, deterministic=deterministic,
         generator=generator,
     )
+
+
+class FusedSteps:
+    """NoProp-DT's blocks run fused: one unit ``blocks`` whose loss is :func:`fused_loss`, and
+    :func:`fused_sample_chain` (the strategy behind ``NoPropDT(spec, fused=True)``)."""
+
+    def training_units(self, m: NoPropDT) -> list[TrainingUnit]:
+        return [TrainingUnit("blocks", tuple(m.parameter_groups()))]
+
+    def unit_loss(self, m: NoPropDT, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        return fused_loss(m, x, y)
+
+    def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
+                     generator: torch.Generator | None) -> list[Tensor]:
+        return fused_sample_chain(m, x, deterministic=deterministic, generator=generator)
