@@ -47,7 +47,7 @@ _LEGACY_UNSET: dict[str, Any] = {"fused": False}
 class RunConfig:
     """Everything that defines a training run: run settings, the method and its config."""
 
-    method: str = setting("dt", "training method (one of noprop.methods.METHODS, checked when built)")
+    method: str = setting("dt", "training method (a name in noprop.methods.METHODS)")
     #: The method's hyperparameters; built from the flat settings at construction.
     method_config: MethodConfig = dataclasses.field(default=None)  # type: ignore[assignment]
     # what to train on

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from noprop.config import RunConfig
-from noprop.data import DataError, check_dataset
+from noprop.data import DATASETS, DataError, check_dataset
 from noprop.methods import METHODS
 from noprop.settings import ConfigError, check_value, coerce, field_type, setting_fields
 
@@ -64,6 +64,9 @@ def dataset_name(text: str) -> str:
 
 #: Fields whose command-line value needs more than the field's type and range.
 SPECIAL_TYPES: dict[str, Callable[[str], Any]] = {"dataset": dataset_name}
+#: Help that names what only this floor knows (the data catalogue).
+SPECIAL_HELP = {"dataset": f"{', '.join(DATASETS)}, or a .npz file or image folder",
+                "method": "training method"}
 
 
 def _value_type(owner: type, f: dataclasses.Field) -> Callable[[str], Any]:
@@ -132,7 +135,8 @@ def add_config_flags(p: argparse.ArgumentParser, *, method_flag: bool = True) ->
     for f in setting_fields(RunConfig):
         if not f.metadata["cli"] or (f.name == "method" and not method_flag):
             continue
-        _add_flag(p, RunConfig, f, _with_default(f.metadata["help"], f.default))
+        help_text = SPECIAL_HELP.get(f.name, f.metadata["help"])
+        _add_flag(p, RunConfig, f, _with_default(help_text, f.default))
     group = p.add_argument_group("method settings", "hyperparameters of the methods that take them; "
                                  "a method refuses the ones it does not take")
     for takers in method_setting_fields().values():
