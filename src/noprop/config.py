@@ -25,7 +25,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from noprop.embeddings import EMBEDDING_KINDS  # noqa: F401  (re-exported for older imports)
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
 

@@ -537,7 +537,3 @@ class Trainer:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / RESULTS, results)
         return results
-
-
-def read_results(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / RESULTS).read_text())
