@@ -21,7 +21,6 @@ holding a NaN/inf is ever written, so the last good one stays on disk.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
