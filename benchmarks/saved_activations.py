@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from noprop.methods import build_method
+from noprop.methods import build_method, method_class
 from noprop.spec import DataSpec
 
 MNIST = DataSpec(channels=1, height=28, width=28, num_classes=10)
@@ -50,7 +50,8 @@ def main() -> None:
     print("| method | units | saved activations, largest unit (MB) | parameters (MB) |")
     print("|---|---|---|---|")
     for name in args.methods:
-        method = build_method(name, MNIST, {"num_blocks": args.num_blocks}).train()
+        takes_t = "num_blocks" in method_class(name).config_class.names()
+        method = build_method(name, MNIST, {"num_blocks": args.num_blocks} if takes_t else {}).train()
         units = len(method.training_units())
         largest = max(saved_bytes(lambda u=u, m=method: m.unit_loss(u, x, y).loss) for u in range(units))
         params = sum(p.numel() * p.element_size() for p in method.parameters())

@@ -153,3 +153,12 @@ def test_run_bench_runs_every_repeat_in_a_fresh_process_and_writes_json_and_mark
         assert 0 <= run["test_accuracy"] <= 1 and run["readout_accuracies"][-1] == run["test_accuracy"]
         assert (tmp_path / "runs" / f"cnn-r{run['repeat']}" / "metrics.csv").is_file()
     assert "| cnn |" in (tmp_path / BENCH_MD).read_text()
+
+
+def test_bench_gives_a_method_setting_only_to_the_methods_that_take_it():
+    plan = BenchPlan(methods=["dt", "ct"], config={"num_blocks": 3, "epochs": 1})
+    configs = {method: config for method, _, config in plan.run_configs()}
+    assert configs["dt"].method_config.num_blocks == 3
+    assert "num_blocks" not in configs["ct"].to_dict()
+    with pytest.raises(BenchError, match="no method among dt, cnn takes fm_sigma"):
+        BenchPlan(methods=["dt", "cnn"], config={"fm_sigma": 0.1, "epochs": 1}).run_configs()

@@ -203,7 +203,7 @@ def test_checkpoint_from_two_processes_evaluates_the_same_in_one(ranks):
     run = load_run(run_dir)
     config = run.config
     data = tiny_data()
-    accuracy = evaluate_accuracy(run.method, data.test_x, data.test_y, steps=config.inference_steps,
+    accuracy = evaluate_accuracy(run.method, data.test_x, data.test_y, steps=config.sampler_steps,
                                  deterministic=config.eval_deterministic, seed=config.eval_seed)
     assert accuracy == results["test_accuracy"]
 
@@ -275,8 +275,12 @@ def test_cli_trains_block_parallel_in_one_process(tmp_path, capsys):
 
 
 def test_cli_rejects_a_negative_shared_sync_interval(capsys):
-    assert main(["train", "--nproc", "1", "--shared-sync-every", "-1"]) == 2
-    assert "shared_sync_every must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused by the flag itself, before any process starts
+        main(["train", "--nproc", "1", "--shared-sync-every", "-1"])
+    assert exit_.value.code == 2
+    assert "--shared-sync-every: must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="shared_sync_every must be >= 0"):
+        RunConfig(shared_sync_every=-1)
 
 
 def test_options_that_would_make_processes_disagree_are_refused_before_starting():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from noprop.flow import LinearPath, euler_integrate
 from noprop.methods import NoPropFM, build_method
-from noprop.methods.fm import LinearPath, euler_integrate
 from noprop.spec import DataSpec
 
 SPEC = DataSpec(channels=1, height=8, width=8, num_classes=3)

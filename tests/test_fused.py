@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from noprop.cli import _config_overrides, build_parser
+from noprop.cli import build_parser
+from noprop.commands.args import config_overrides
 from noprop.config import RunConfig
 from noprop.methods import build_method
 from noprop.methods.dt import NoPropDT
@@ -139,15 +140,16 @@ def test_fused_step_matches_one_block_at_a_time(embedding: str) -> None:
 
 def test_fused_method_presents_one_unit_updating_every_group() -> None:
     config = RunConfig(method="dt", fused=True, num_blocks=T)
-    method = build_method("dt", SPEC, config.method_hyperparameters())
+    method = build_method("dt", SPEC, config.method_config)
     (unit,) = method.training_units()
     assert set(unit.groups) == set(method.parameter_groups()) == {"block1", "block2", "block3", "shared"}
 
 
 def test_fused_flag_reaches_the_config_from_the_command_line() -> None:
     args = build_parser().parse_args(["train", "--fused"])
-    assert RunConfig.from_dict(_config_overrides(args)).fused is True
-    assert RunConfig.from_dict(_config_overrides(build_parser().parse_args(["train"]))).fused is False
+    assert RunConfig.from_dict(config_overrides(args)).method_config.fused is True
+    plain = build_parser().parse_args(["train"])
+    assert RunConfig.from_dict(config_overrides(plain)).method_config.fused is False
 
 
 def test_fused_dropout_draws_a_different_mask_for_each_block() -> None:
@@ -170,7 +172,7 @@ def test_fused_trained_model_predicts_in_eval_mode_like_the_unfused_sampler(blob
     torch.manual_seed(0)
     config = RunConfig(method="dt", dataset="blobs", num_blocks=3, fused=True, epochs=4, lr=1e-2,
                        batch_size=32, progress=False, device="cpu")
-    method = build_method("dt", blobs.spec, config.method_hyperparameters())
+    method = build_method("dt", blobs.spec, config.method_config)
     results = Trainer(method, blobs, config).fit()
     for block in method.blocks:  # BatchNorm statistics were learned and written back to each block
         assert int(block.image.out.num_batches_tracked) == 4 * 8

@@ -10,8 +10,7 @@ The building blocks live in sub-modules: :mod:`noprop.schedules`, :mod:`noprop.e
 :mod:`noprop.blocks`, :mod:`noprop.methods`, :mod:`noprop.data`, :mod:`noprop.training`.
 """
 
-__version__ = "0.1.0"
-
+from noprop._version import __version__
 from noprop.api import Classifier
 from noprop.config import RunConfig
 from noprop.spec import DataSpec

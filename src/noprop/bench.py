@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from noprop.config import RunConfig
+from noprop.config import RunConfig, split_settings
 from noprop.data import ClassificationData, load_dataset
 from noprop.run import build_for
 from noprop.training.checkpoint import atomic_write_json, atomic_write_text
@@ -85,12 +85,23 @@ class BenchPlan:
             base["epochs"] = UNLIMITED_EPOCHS
         base["progress"] = base["log_epochs"] = False
         seed = int(base.pop("seed", 0))
+        # a method setting goes to the methods that take it; one that none of them takes is refused
+        run, shared = split_settings("", base)
+        takers = {m: set(METHODS[m].config_class.names()) for m in self.methods}
+        unused = sorted(k for k in shared if not any(k in names for names in takers.values()))
+        if unused:
+            raise BenchError(f"no method among {', '.join(self.methods)} takes {', '.join(unused)}")
         # repeat-major: a bench stopped early has every method once before any twice
         return [
-            (method, r, RunConfig.from_dict({**base, "method": method, "seed": seed + r}))
+            (method, r, RunConfig.from_dict({**run, **_taken(shared, takers[method]),
+                                             "method": method, "seed": seed + r}))
             for r in range(self.repeats)
             for method in self.methods
         ]
+
+
+def _taken(settings: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k in names}
 
 
 # -- memory ----------------------------------------------------------------------------------

@@ -1,7 +1,21 @@
-"""The configuration of a run: one flat dataclass, saved beside every checkpoint and checked on load.
+"""The configuration of a run: the run's own settings, the method's name and the method's config.
 
-A field left at ``None`` means "the method's own default" (e.g. ``eta`` is 0.1 for NoProp-DT and
-1.0 for NoProp-CT); :meth:`RunConfig.method_hyperparameters` resolves them.
+A run setting (data, optimiser, order, faults, parallelism, evaluation, device, seed) is a field
+here; a hyperparameter of the method lives in that method's own frozen config
+(:mod:`noprop.methods.config`), ``RunConfig.method_config``. The flat spelling people write in YAML
+files, on the command line and in Python is split between the two at construction, and a setting
+the chosen method does not take is refused, naming the ones it takes::
+
+    >>> RunConfig(method="dt", num_blocks=5, epochs=3).method_config.num_blocks
+    5
+    >>> RunConfig(method="ct", num_blocks=5)
+    ConfigError: method ct does not take num_blocks; it takes: conv_padding, embedding, ...
+
+Saved as one flat mapping (``to_dict``), the same shape as the shipped presets and as the
+``config.yaml`` of runs made before the split, so those keep loading. ``epochs``, ``batch_size``
+left at ``None`` mean the dataset's budget, filled in by :meth:`RunConfig.resolved` when a run
+starts (the dataset may still change before then, e.g. ``Classifier`` sets ``dataset="user"``);
+the method's defaults and the optimizer are filled in at construction.
 """
 
 from __future__ import annotations
@@ -11,6 +25,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from noprop.methods import METHODS, MethodConfig, method_class
+from noprop.settings import ConfigError, check_fields, setting, setting_fields
+from noprop.training.device import PRECISIONS
 from noprop.training.lr_schedule import LR_SCHEDULES
 
 BLOCK_ORDERS = ("sequential", "interleaved")
@@ -18,146 +35,110 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "adam")
 PARALLEL_MODES = ("data", "blocks")
 
-#: Fields that decide the shapes and meaning of the saved parameters: a checkpoint only loads
-#: into a configuration that agrees on all of them.
-MODEL_FIELDS = ("method", "num_blocks", "embedding", "embedding_dim", "conv_padding")
-
 #: Epochs and batch size when the run does not give them. The paper's batch is 128; the tiny
 #: embedded digits set (1,437 training images) learns faster per second with smaller batches.
 DEFAULT_BUDGET = {"epochs": 10, "batch_size": 128}
 DATASET_BUDGETS = {"digits": {"epochs": 15, "batch_size": 64}}
 
+#: Values that runs saved before the split wrote for settings their method did not take.
+_LEGACY_UNSET: dict[str, Any] = {"fused": False}
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message says which and how to fix it."""
 
-
-@dataclass
+@dataclass(init=False)
 class RunConfig:
-    """Everything that defines a training run."""
+    """Everything that defines a training run: run settings, the method and its config."""
 
-    # what to train, on what
-    method: str = "dt"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    #: Apply the dataset's training augmentation (CIFAR: random crop + flip; others have none).
+    method: str = setting("dt", "training method (a name in noprop.methods.METHODS)")
+    #: The method's hyperparameters; built from the flat settings at construction.
+    method_config: MethodConfig = dataclasses.field(default=None)  # type: ignore[assignment]
+    # what to train on
+    dataset: str = setting("digits", "a dataset name or a .npz file or image folder",
+                           metavar="NAME|PATH")
+    data_dir: str | None = setting(None, "data root or dataset folder (default: $NOPROP_DATA, then "
+                                   "the per-user cache)")
     #: Off by default: the paper trains without augmentation (v1 §4).
-    augment: bool = False
+    augment: bool = setting(False, "the dataset's training augmentation (CIFAR: random crop + flip; "
+                            "off in the paper)")
     # optimisation (paper: batch 128, lr 1e-3, weight decay 1e-3); None: the dataset's default
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float = 1e-3
-    #: ``constant`` (the paper) or ``cosine`` decay to 0, after ``warmup_epochs`` of linear
-    #: warm-up; epochs count each block's own passes (training/lr_schedule.py).
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 1e-3
-    optimizer: str | None = None
-    #: ``sequential``: Algorithm 1, one pass over the data per block (an epoch is T passes).
-    #: ``interleaved``: every block takes a step on every batch (same work per epoch).
-    block_order: str = "sequential"
-    # method hyperparameters (None: the method's default)
-    num_blocks: int | None = None
-    eta: float | None = None
-    embedding: str | None = None
-    embedding_dim: int | None = None
-    conv_padding: str | None = None
-    schedule_clip: float | None = None
-    #: NoProp-CT: the learned schedule starts at gamma_0 = -g, gamma_1 = +g, i.e. alpha_bar runs
-    #: from sigmoid(-g) at t = 0 to sigmoid(g) at t = 1 (the paper does not give them; docs/methods.md).
-    schedule_gamma: float | None = None
-    inference_steps: int | None = None
-    #: NoProp-DT: train all T blocks of a step in one pass (one unit; vmap on CUDA, loop on CPU).
-    #: Block updates equal the unfused step's; the shared group takes one step per batch on the sum.
-    fused: bool = False
-    #: FM path width sigma (paper: not given; NoProp-FM's default is 0, the straight path).
-    fm_sigma: float | None = None
-    #: Sampler steps for the evaluation after each epoch; None: ``inference_steps``. Lets a
-    #: CT/FM run check progress cheaply and leave the paper's 1000 steps to ``noprop evaluate``.
-    eval_inference_steps: int | None = None
+    epochs: int | None = setting(None, "passes over the data (NoProp-DT sequential: T passes each; "
+                                 "default: 15 on digits, else 10)", positive=True)
+    batch_size: int | None = setting(None, "batch size (default: 64 on digits, else 128, the paper's)",
+                                     positive=True)
+    lr: float = setting(1e-3, "learning rate (the paper's 1e-3)", positive=True)
+    lr_schedule: str = setting("constant", "constant (the paper) or cosine decay to 0; epochs count each "
+                               "block's own passes (training/lr_schedule.py)", choices=LR_SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs", minimum=0,
+                                   metavar="EPOCHS")
+    weight_decay: float = setting(1e-3, "weight decay (the paper's 1e-3)", minimum=0)
+    optimizer: str | None = setting(None, "one optimizer per parameter group (default: the method's: "
+                                    + ", ".join(f"{n} {c.default_optimizer}" for n, c in METHODS.items())
+                                    + ")", choices=OPTIMIZERS)
+    block_order: str = setting("sequential", "sequential: Algorithm 1, a pass over the data per block; "
+                               "interleaved: all blocks per batch", choices=BLOCK_ORDERS)
     # evaluation: the paper's sampler is stochastic; the seed makes it repeatable
-    eval_deterministic: bool = False
-    eval_seed: int = 1234
+    eval_inference_steps: int | None = setting(
+        None, "sampler steps for the per-epoch evaluation (default: the method's inference_steps)",
+        positive=True)
+    eval_deterministic: bool = setting(False, "evaluate with the noise-free sampler")
+    eval_seed: int = setting(1234, "seed of the evaluation sampler's noise")
     # surviving faults (docs/failure-modes.md)
-    #: Skip a batch whose loss or gradient is NaN/inf (no optimizer step; counted in metrics.csv)
-    #: instead of stopping the run. Costs one host sync per step.
-    skip_nonfinite: bool = False
-    #: Also checkpoint mid-epoch when this many minutes passed since the last checkpoint
-    #: (0: only at the end of each epoch). Bounds the work a killed machine loses.
-    checkpoint_minutes: float = 10.0
-    #: Wall-clock budget: stop once training (evaluation excluded) has taken this many seconds,
-    #: checked between steps; the last epoch is then partial (``epoch_fraction`` in metrics.csv).
-    max_train_seconds: float | None = None
+    skip_nonfinite: bool = setting(False, "skip a batch whose loss or gradient is NaN/inf (counted in "
+                                   "metrics.csv) instead of stopping; docs/failure-modes.md")
+    checkpoint_minutes: float = setting(10.0, "also checkpoint mid-epoch this often (0: only after "
+                                        "each epoch)", minimum=0)
+    max_train_seconds: float | None = setting(None, "stop training after this many seconds "
+                                              "(evaluation excluded; default: no limit)", positive=True,
+                                              metavar="SECONDS")
     # several processes (docs/distributed.md); ignored by a one-process run without --nproc
-    #: ``data``: every process trains every unit on its share of each batch (gradient all-reduce).
-    #: ``blocks``: each process trains its own units on all the data (no gradient traffic).
-    parallel: str = "data"
-    #: Block parallel: average the shared groups across processes every this many batches
-    #: (interleaved order; 0: only at the end of each epoch, always the case when sequential).
-    shared_sync_every: int = 1
-    #: Flush denormal floats (below ~1.2e-38) to zero on the CPU while training and evaluating:
-    #: weights and Adam moments that decay into that range otherwise slow a step down up to 6x.
-    flush_denormal: bool = True
-    #: ``fp32``, ``bf16`` (autocast for the forward passes of training and evaluation) or ``auto``:
-    #: bf16 where the CPU has native bf16 instructions (AVX-512 BF16 / AMX), fp32 otherwise.
-    #: results.json records what ran.
-    precision: str = "auto"
+    parallel: str = setting("data", "with --nproc/torchrun: data (every process, a share of each "
+                            "batch) or blocks (each process its own blocks, all the data); "
+                            "docs/distributed.md", choices=PARALLEL_MODES)
+    shared_sync_every: int = setting(1, "block parallel: average shared parts every this many batches "
+                                     "(0: per epoch)", minimum=0, metavar="BATCHES")
+    #: Weights and Adam moments that decay below ~1.2e-38 otherwise slow a CPU step down up to 6x.
+    flush_denormal: bool = setting(True, "flush denormal floats to zero on the CPU, which keeps long "
+                                   "runs from slowing down (docs/benchmarks.md)")
+    precision: str = setting("auto", "bf16: autocast the forward passes of training and evaluation; "
+                             "auto: bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32; "
+                             "results.json records what ran", choices=PRECISIONS)
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"
-    #: A progress bar while training (terminals only; ``noprop train -q`` turns it off).
-    progress: bool = True
-    #: One line per epoch (loss, test accuracy) and a summary of the model at the start.
-    log_epochs: bool = True
+    seed: int = setting(0, "seed of initialisation, shuffling and training noise")
+    device: str = setting("auto", "auto: CUDA when available", choices=DEVICES)
+    progress: bool = setting(True, "progress bar (terminals only; -q turns it off)", cli=False)
+    log_epochs: bool = setting(True, "one line per epoch and a model summary at the start", cli=False)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        positive = ("epochs", "batch_size", "num_blocks", "embedding_dim", "inference_steps",
-                    "eval_inference_steps")
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.schedule_gamma is not None and not self.schedule_gamma > 0:
-            raise ConfigError(f"schedule_gamma must be positive, got {self.schedule_gamma}")
-        if self.fm_sigma is not None and self.fm_sigma < 0:
-            raise ConfigError(f"fm_sigma must be >= 0, got {self.fm_sigma}")
-        if self.shared_sync_every < 0:
-            raise ConfigError(f"shared_sync_every must be >= 0, got {self.shared_sync_every}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.checkpoint_minutes < 0:
-            raise ConfigError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
-        if self.max_train_seconds is not None and not self.max_train_seconds > 0:
-            raise ConfigError(f"max_train_seconds must be positive, got {self.max_train_seconds}")
-        choices = {"block_order": BLOCK_ORDERS, "device": DEVICES, "optimizer": OPTIMIZERS,
-                   "parallel": PARALLEL_MODES, "lr_schedule": LR_SCHEDULES,
-                   "precision": ("auto", "fp32", "bf16")}
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    def __init__(self, method: str = "dt", method_config: MethodConfig | None = None,
+                 **settings: Any) -> None:
+        """``settings``: run fields by name, and the method's settings (or a ``method_config``)."""
+        run_names = {f.name for f in fields(RunConfig)} - {"method", "method_config"}
+        for f in fields(RunConfig):
+            if f.name in run_names:
+                setattr(self, f.name, settings.pop(f.name, f.default))
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(sorted(METHODS))}; got {method!r}")
+        self.method = method
+        unknown = sorted(set(settings) - all_method_settings())
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        cls = method_class(method)
+        if method_config is None:
+            method_config = cls.config_class.build(method, settings)
+        elif not isinstance(method_config, cls.config_class):
+            raise ConfigError(f"method {method} takes a {cls.config_class.__name__}, "
+                              f"got {type(method_config).__name__}")
+        elif settings:
+            method_config = cls.config_class.build(method, {**method_config.to_dict(), **settings})
+        self.method_config = method_config
+        if self.optimizer is None:
+            self.optimizer = cls.default_optimizer
+        check_fields(self)
 
     def resolved(self) -> RunConfig:
-        """A copy with every ``None`` that has a default filled in (dataset budget, method defaults)."""
-        from noprop.methods import method_class
-
-        cls = method_class(self.method)
-        defaults: dict[str, Any] = {
-            **DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
-            "optimizer": cls.default_optimizer,
-            **cls.hyperparameters,
-        }
-        names = {f.name for f in fields(self)}
-        changes = {k: v for k, v in defaults.items() if k in names and getattr(self, k) is None}
+        """A copy with the dataset's budget filled in and data paths made absolute (at run start)."""
+        budget = DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET)
+        changes: dict[str, Any] = {k: v for k, v in budget.items() if getattr(self, k) is None}
         changes.update(self._absolute_paths())
-        return self.replace(**changes)
+        return self.replace(**changes) if changes else self
 
     def _absolute_paths(self) -> dict[str, str]:
         """Data paths made absolute, so a saved run resumes from any working directory."""
@@ -170,33 +151,66 @@ class RunConfig:
             out["dataset"] = str(Path(self.dataset).expanduser().resolve())
         return out
 
-    def method_hyperparameters(self) -> dict[str, Any]:
-        """The hyperparameters this run's method takes, defaults filled in."""
-        from noprop.methods import method_class
+    @property
+    def sampler_steps(self) -> int | None:
+        """The method's ``inference_steps`` (CT, FM), ``None`` for methods without a choice."""
+        return getattr(self.method_config, "inference_steps", None)
 
-        resolved = self.resolved()
-        return {k: getattr(resolved, k, v) for k, v in method_class(self.method).hyperparameters.items()}
+    def run_settings(self) -> dict[str, Any]:
+        """The run's own settings (no method, no method config)."""
+        return {f.name: getattr(self, f.name) for f in setting_fields(RunConfig) if f.name != "method"}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """One flat mapping: ``method``, the run settings and the method's settings (a preset's shape)."""
+        return {"method": self.method, **self.run_settings(), **self.method_config.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
-        return cls(**data)
+        """From a flat mapping (presets, ``config.yaml``, old checkpoints); refuses unknown settings.
+
+        A mapping saved before the split also names the other methods' settings, as ``None`` (or
+        ``fused: false``): those are dropped.
+        """
+        data = dict(data)
+        method = data.pop("method", "dt")
+        nested = data.pop("method_config", None) or {}
+        mine = set(method_class(method).config_class.names()) if method in METHODS else set()
+        data = {k: v for k, v in data.items()
+                if k in mine or k in RUN_FIELDS or not (v is None or _LEGACY_UNSET.get(k, ...) == v)}
+        return cls(method, **{**nested, **data})
 
     def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (flat, as for the constructor); a new method starts from its defaults."""
+        if changes.get("method", self.method) != self.method:
+            default_optimizer = method_class(self.method).default_optimizer
+            base = {k: v for k, v in self.run_settings().items()
+                    if not (k == "optimizer" and v == default_optimizer)}
+            return RunConfig(**{**base, **changes})
+        mine = {k: changes.pop(k) for k in list(changes) if k not in RUN_FIELDS and k != "method"}
+        config = self.method_config
+        if mine:
+            config = method_class(self.method).config_class.build(self.method, {**config.to_dict(), **mine})
+        return dataclasses.replace(self, method_config=config, **changes)
+
+
+#: The run's own settings, by name.
+RUN_FIELDS = frozenset(f.name for f in setting_fields(RunConfig)) - {"method"}
+
+
+def split_settings(method: str, flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(run settings, settings of some method)`` from a flat mapping."""
+    run = {k: v for k, v in flat.items() if k in RUN_FIELDS or k == "method"}
+    return run, {k: v for k, v in flat.items() if k not in run}
+
+
+def all_method_settings() -> set[str]:
+    """Every setting some registered method takes."""
+    return {name for cls in METHODS.values() for name in cls.config_class.names()}
 
 
 def model_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
-    """Human-readable differences in the fields that make two models incompatible."""
-    resolved_now = {**current.resolved().to_dict(), **current.method_hyperparameters()}
-    diffs = []
-    for name in MODEL_FIELDS:
-        if name in saved and name in resolved_now and saved[name] != resolved_now[name]:
-            diffs.append(f"{name}: checkpoint has {saved[name]!r}, this run has {resolved_now[name]!r}")
-    return diffs
+    """Human-readable differences in the settings that fix the model's shapes (and the method)."""
+    now = current.to_dict()
+    names = ["method", *current.method_config.shape_names()]
+    return [f"{name}: checkpoint has {saved[name]!r}, this run has {now[name]!r}"
+            for name in names if name in saved and saved[name] != now[name]]

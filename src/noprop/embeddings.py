@@ -17,8 +17,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from noprop.spec import DataSpec
+
 EmbeddingKind = Literal["onehot", "learned", "prototype"]
 EMBEDDING_KINDS: tuple[str, ...] = ("onehot", "learned", "prototype")
+
+
+def embedding_dim_for(kind: EmbeddingKind, spec: DataSpec, learned_dim: int) -> int:
+    """``d`` for each embedding kind: C (one-hot), ``learned_dim``, or the image size (prototype)."""
+    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.image_size}[kind]
 
 
 class ClassEmbedding(nn.Module):

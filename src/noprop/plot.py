@@ -124,7 +124,7 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
     data = load_dataset(run.config.dataset, run.config.data_dir)
     return readout_accuracies(
         run.method, data.test_x[:samples], data.test_y[:samples],
-        steps=run.config.inference_steps, deterministic=run.config.eval_deterministic,
+        steps=run.config.sampler_steps, deterministic=run.config.eval_deterministic,
         seed=run.config.eval_seed,
     )
 

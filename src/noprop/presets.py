@@ -75,10 +75,11 @@ class Preset:
         setting (another method or dataset, or an embedding variant the paper did not report)."""
         if config.method != self.method or config.dataset != self.dataset:
             return None
-        number = self.paper.get(config.embedding or "onehot")
+        settings = config.method_config.to_dict()
+        number = self.paper.get(settings.get("embedding", "onehot"))
         if number is None:
             return None
-        if number.embedding_dim is not None and (config.embedding_dim or 20) != number.embedding_dim:
+        if number.embedding_dim is not None and settings.get("embedding_dim") != number.embedding_dim:
             return None
         return number
 

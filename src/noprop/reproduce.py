@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from noprop import __version__
+from noprop._version import __version__
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.presets import PAPER_EXPERIMENTS, PaperNumber, Preset
@@ -137,7 +137,7 @@ def run_experiment(
         name=preset.name,
         method=config.method,
         dataset=config.dataset,
-        embedding=config.embedding or "onehot",
+        embedding=getattr(config.method_config, "embedding", "onehot"),
         paper=preset.paper_number(config),
         paper_epochs=base.epochs,
         seeds=list(seeds),
@@ -153,7 +153,7 @@ def run_experiment(
         run_dir = out_dir / f"seed{seed}"
         resume = not overwrite and (run_dir / CHECKPOINT).is_file()
         trainer, results = train_run(config.replace(seed=seed), run_dir, resume=resume,
-                                     overwrite=overwrite, data=data)
+                                     overwrite=overwrite, data=data, reuse_finished=True)
         result.accuracies += [100.0 * a for a in final_accuracies(trainer, results, inference_runs)]
         result.run_dirs.append(str(run_dir))
         result.epochs = results["epochs"]
@@ -172,10 +172,10 @@ def final_accuracies(trainer: Trainer, results: dict[str, Any], runs: int) -> li
     """
     config = trainer.config
     data = trainer.data
-    reuse = config.eval_inference_steps in (None, config.inference_steps)
+    reuse = config.eval_inference_steps in (None, config.sampler_steps)
     first = [results["test_accuracy"]] if reuse else []
     return first + [
-        evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.inference_steps,
+        evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.sampler_steps,
                           deterministic=config.eval_deterministic, seed=config.eval_seed + k)
         for k in range(len(first), runs)
     ]
@@ -187,7 +187,7 @@ def failed_experiment(
     """A table row for an experiment that could not run (missing data, incompatible checkpoint)."""
     return ExperimentResult(
         name=preset.name, method=config.method, dataset=config.dataset,
-        embedding=config.embedding or "onehot", paper=preset.paper_number(config),
+        embedding=getattr(config.method_config, "embedding", "onehot"), paper=preset.paper_number(config),
         paper_epochs=preset.run_config().epochs, command=command, error=str(error),
     )
 

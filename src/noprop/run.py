@@ -9,6 +9,7 @@ with the process), so a second run pointed at the same directory refuses even wi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -161,7 +162,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
 def build_for(config: RunConfig, data: ClassificationData) -> Method:
     """The configured method for this data, seeded and with its data-dependent initialisation."""
     seed_everything(config.seed)
-    method = build_method(config.method, data.spec, config.method_hyperparameters())
+    method = build_method(config.method, data.spec, config.method_config)
     method.prepare(data.train_x, data.train_y)
     return method
 
@@ -173,8 +174,13 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     data: ClassificationData | None = None,
+    reuse_finished: bool = False,
 ) -> tuple[Trainer, dict[str, Any]]:
-    """Train ``config`` into ``run_dir`` (``None``: keep nothing on disk); return trainer and results."""
+    """Train ``config`` into ``run_dir`` (``None``: keep nothing on disk); return trainer and results.
+
+    Resuming a run that has trained all its epochs raises :class:`RunFinished`, or with
+    ``reuse_finished`` returns it with its saved results; either way nothing is rewritten.
+    """
     config = config.resolved()
     lock = run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
     with lock:
@@ -186,6 +192,8 @@ def train_run(
         trainer = Trainer(build_for(config, data), data, config, run_dir)
         if resume:
             trainer.resume()
+            if trainer.finished and reuse_finished and (run_dir / RESULTS).is_file():
+                return trainer, json.loads((run_dir / RESULTS).read_text())
             if trainer.finished:
                 raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {config.epochs} "
                                   "epochs; pass --epochs N with N larger to train on")
@@ -218,7 +226,7 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    method = build_method(config.method, DataSpec(**state["spec"]), config.method_hyperparameters())
+    method = build_method(config.method, DataSpec(**state["spec"]), config.method_config)
     method.load_state_dict(state["model"])
     method.to(map_location).eval()
     return LoadedRun(method=method, config=config, checkpoint=state)

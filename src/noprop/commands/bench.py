@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from noprop.bench import BenchError, BenchPlan, run_bench
-from noprop.cli import UsageError, _config_overrides, _positive_int, add_config_flags
+from noprop.commands.args import UsageError, add_config_flags, config_overrides, positive_int
 from noprop.methods import METHODS
 
 
@@ -28,21 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--methods", nargs="+", required=True, metavar="METHOD",
                    help=f"methods to compare ({', '.join(sorted(METHODS))})")
-    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per method, seeds seed..seed+N-1")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="runs per method, seeds seed..seed+N-1 (default: 1)")
     p.add_argument("--baseline", default="backprop", help="method the ratios are taken to (default backprop)")
-    p.add_argument("--train-subset", dest="train_subset", type=_positive_int, default=None,
-                   help="train on a fixed random N examples (the same for every method)")
-    p.add_argument("--test-subset", dest="test_subset", type=_positive_int, default=None,
-                   help="evaluate on a fixed random N test examples")
+    p.add_argument("--train-subset", dest="train_subset", type=positive_int, default=None,
+                   help="train on a fixed random N examples (the same for every method; "
+                        "default: all)")
+    p.add_argument("--test-subset", dest="test_subset", type=positive_int, default=None,
+                   help="evaluate on a fixed random N test examples (default: all)")
     p.add_argument("--out", type=Path, required=True, help="bench directory to write")
-    add_config_flags(p)
+    add_config_flags(p, method_flag=False)
+    p.add_argument("--method", dest="single_method", default=None, help=argparse.SUPPRESS)  # to refuse it
     p.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    overrides = _config_overrides(args)
-    if "method" in overrides:
+    if args.single_method is not None:
         raise UsageError("noprop bench takes --methods (several), not --method")
+    overrides = config_overrides(args)
     if "epochs" not in overrides and "max_train_seconds" not in overrides:
         raise UsageError("give a budget: --epochs N and/or --max-train-seconds S")
     if args.baseline not in args.methods:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from noprop.cli import UsageError
+from noprop.commands.args import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

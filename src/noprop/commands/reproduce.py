@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from noprop.cli import UsageError, _config_overrides, _positive_float, _positive_int, add_config_flags
+from noprop.commands.args import UsageError, add_config_flags, config_overrides, positive_float, positive_int
 from noprop.presets import PAPER_EXPERIMENTS, load_preset, preset_names
 from noprop.reproduce import (
     EXPERIMENT_ERRORS,
@@ -43,14 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="config names, 'all' (the paper's nine), or paths to YAML files")
     p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
-    p.add_argument("--epochs-scale", dest="epochs_scale", type=_positive_float, default=1.0, metavar="F",
+    p.add_argument("--epochs-scale", dest="epochs_scale", type=positive_float, default=1.0, metavar="F",
                    help="multiply every config's epochs by F (at least 1 epoch); default 1")
-    p.add_argument("--train-limit", dest="train_limit", type=_positive_int, default=None, metavar="N",
-                   help="train on N examples of a seeded shuffle (smoke runs; test set stays whole)")
+    p.add_argument("--train-limit", dest="train_limit", type=positive_int, default=None, metavar="N",
+                   help="train on N examples of a seeded shuffle (smoke runs; test set stays whole; "
+                        "default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
-                   help="training seeds, one run each (paper: 3)")
-    p.add_argument("--inference-runs", dest="inference_runs", type=_positive_int, default=1, metavar="K",
-                   help="stochastic sampler passes per trained model (paper: 5)")
+                   help="training seeds, one run each (paper: 3; default: 0)")
+    p.add_argument("--inference-runs", dest="inference_runs", type=positive_int, default=1, metavar="K",
+                   help="stochastic sampler passes per trained model (paper: 5; default: 1)")
     p.add_argument("--out-dir", dest="out_dir", type=Path, default=Path("runs/reproduce"), metavar="DIR",
                    help="where run directories and reproduction.md go (default runs/reproduce)")
     p.add_argument("--overwrite", action="store_true",
@@ -66,7 +67,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.names:
         raise UsageError("name one or more configs, or 'all' (noprop reproduce --list shows them)")
-    overrides = _config_overrides(args)
+    overrides = config_overrides(args)
     fixed = [name for name in FIXED_FIELDS if name in overrides]
     if fixed:
         raise UsageError(f"reproduce runs each config's own {' and '.join(fixed)}; "

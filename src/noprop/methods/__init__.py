@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
 from noprop.methods.dt import NoPropDT
 from noprop.methods.fm import NoPropFM
@@ -26,12 +28,13 @@ def method_class(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}") from None
 
 
-def build_method(name: str, spec: DataSpec, hyperparameters: dict[str, Any]) -> Method:
-    """Instantiate method ``name`` with the given hyperparameters (unknown keys are ignored)."""
+def build_method(name: str, spec: DataSpec, config: MethodConfig | Mapping[str, Any] | None = None) -> Method:
+    """Method ``name`` built from its config (or a mapping of its settings; others are refused)."""
     cls = method_class(name)
-    known = {k: v for k, v in hyperparameters.items() if k in cls.hyperparameters and v is not None}
-    return cls(spec, **known)
+    if isinstance(config, MethodConfig):
+        return cls(spec, config)
+    return cls(spec, cls.config_class.build(name, config or {}))
 
 
-__all__ = ["METHODS", "LossOutput", "Method", "NoPropCT", "NoPropDT", "NoPropFM", "TrainingUnit",
-           "build_method", "method_class"]
+__all__ = ["METHODS", "LossOutput", "Method", "MethodConfig", "NoPropCT", "NoPropDT", "NoPropFM",
+           "TrainingUnit", "build_method", "method_class"]

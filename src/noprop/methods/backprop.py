@@ -22,16 +22,17 @@ it FC(256)-BN-Linear would be one linear map.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import HIDDEN, DTBlock, ImageBranch, Padding, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import HIDDEN, DTBlock, ImageBranch, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.dt import embedding_dim_for
+from noprop.methods.config import ConvConfig, EmbeddingConfig
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
 #: Initial mixing weight a_t = tanh(w_t) of the backprop chain. The paper does not give one;
@@ -39,32 +40,25 @@ from noprop.spec import DataSpec
 INITIAL_MIX = 0.5
 
 
+@dataclass(frozen=True)
+class BackpropConfig(EmbeddingConfig):
+    """The chain's hyperparameters: NoProp-DT's architecture settings."""
+
+    num_blocks: int = setting(10, "number of chained blocks T", positive=True, shape=True, flags=("-T",))
+
+
 class BackpropChain(Method):
     """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end."""
 
     name = "backprop"
     default_optimizer = "adamw"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "num_blocks": 10,
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-    }
+    config_class = BackpropConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        num_blocks: int = 10,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-    ) -> None:
-        super().__init__(spec)
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks (T) must be >= 1, got {num_blocks}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        padding = resolve_padding(conv_padding, spec)
+    def __init__(self, spec: DataSpec, config: BackpropConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        num_blocks, embedding = self.config.num_blocks, self.config.embedding
+        dim = embedding_dim_for(embedding, spec, self.config.embedding_dim)
+        padding = resolve_padding(self.config.conv_padding, spec)
         self.num_blocks = num_blocks
         self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
         self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
@@ -115,11 +109,12 @@ class PlainCNN(Method):
 
     name = "cnn"
     default_optimizer = "adamw"
-    hyperparameters: ClassVar[dict[str, Any]] = {"conv_padding": "auto"}
+    config_class = ConvConfig
 
-    def __init__(self, spec: DataSpec, *, conv_padding: Padding = "auto") -> None:
-        super().__init__(spec)
-        self.features = ImageBranch(spec, padding=resolve_padding(conv_padding, spec), batch_norm=True)
+    def __init__(self, spec: DataSpec, config: ConvConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        padding = resolve_padding(self.config.conv_padding, spec)
+        self.features = ImageBranch(spec, padding=padding, batch_norm=True)
         self.classifier = nn.Linear(HIDDEN, spec.num_classes)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -9,6 +9,10 @@ interface, so they never branch on which method they run. A method is an ``nn.Mo
   unit per block (``block3`` updates the groups ``block3`` and ``shared``); backprop has a single
   unit that updates everything;
 * computes a unit's loss on a batch, and predicts class scores for new inputs.
+
+Its hyperparameters are its own frozen :class:`~noprop.methods.config.MethodConfig`
+(``config_class``), kept as ``method.config``: ``NoPropDT(spec, DTConfig(num_blocks=4))``, or
+``NoPropDT(spec, num_blocks=4)`` for short.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from noprop.methods.config import MethodConfig
 from noprop.spec import DataSpec
 
 
@@ -46,12 +51,23 @@ class Method(nn.Module, ABC):
     name: ClassVar[str]
     #: The paper's optimizer for this method (``adamw`` or ``adam``).
     default_optimizer: ClassVar[str] = "adamw"
-    #: Method-specific hyperparameters with their defaults; the config may override each one.
-    hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: The dataclass of this method's hyperparameters.
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
-    def __init__(self, spec: DataSpec) -> None:
+    def __init__(self, spec: DataSpec, config: MethodConfig | None = None, **settings: Any) -> None:
         super().__init__()
         self.spec = spec
+        self.config = self.make_config(config, settings)
+
+    @classmethod
+    def make_config(cls, config: MethodConfig | None, settings: dict[str, Any]) -> MethodConfig:
+        """``config`` (default: the config class's defaults) with ``settings`` applied, checked."""
+        if config is None:
+            return cls.config_class.build(cls.name, settings)
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{cls.__name__} takes a {cls.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        return cls.config_class.build(cls.name, {**config.to_dict(), **settings}) if settings else config
 
     @abstractmethod
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -27,18 +27,30 @@ prediction is the classifier on ``z_N = z_1``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import Padding, TimeBlock, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import TimeBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.dt import embedding_dim_for
-from noprop.schedules import LearnedSchedule, gaussian_prior_kl
+from noprop.methods.config import EmbeddingConfig
+from noprop.sampler import posterior_chain
+from noprop.schedules import LearnedSchedule, PosteriorCoefficients, gaussian_prior_kl
+from noprop.settings import setting
 from noprop.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class CTConfig(EmbeddingConfig):
+    """NoProp-CT's hyperparameters (paper v1 Table 3: eta = 1, 1000 inference steps)."""
+
+    eta: float = setting(1.0, "denoising loss weight eta (CT: eta/2*SNR'(t))", minimum=0)
+    inference_steps: int = setting(1000, "sampler steps T on a uniform grid of [0, 1]", positive=True)
+    schedule_gamma: float = setting(3.0, "the learned alpha_bar starts from sigmoid(-G) to sigmoid(G)",
+                                    positive=True, metavar="G")
 
 
 class NoPropCT(Method):
@@ -46,35 +58,18 @@ class NoPropCT(Method):
 
     name = "ct"
     default_optimizer = "adam"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "eta": 1.0,
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-        "inference_steps": 1000,
-        "schedule_gamma": 3.0,
-    }
+    config_class = CTConfig
+    config: CTConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        eta: float = 1.0,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-        inference_steps: int = 1000,
-        schedule_gamma: float = 3.0,
-    ) -> None:
-        super().__init__(spec)
-        if inference_steps < 1:
-            raise ValueError(f"inference_steps must be >= 1, got {inference_steps}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        self.eta = eta
-        self.inference_steps = inference_steps
-        self.schedule = LearnedSchedule(gamma_0=-schedule_gamma, gamma_1=schedule_gamma)
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
+    def __init__(self, spec: DataSpec, config: CTConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        c = self.config
+        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
+        self.eta = c.eta
+        self.inference_steps = c.inference_steps
+        self.schedule = LearnedSchedule(gamma_0=-c.schedule_gamma, gamma_1=c.schedule_gamma)
+        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        self.block = TimeBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
         self.classifier = nn.Linear(dim, spec.num_classes)
 
     # -- training -------------------------------------------------------------------------
@@ -135,14 +130,16 @@ class NoPropCT(Method):
         grid = torch.linspace(0.0, 1.0, steps + 1, device=x.device)
         coef = self.schedule.posterior_coefficients(grid[:-1], grid[1:])
         features = self.block.image_features(x)
-        shape = (x.shape[0], self.embedding.dim)
-        z = torch.randn(shape, device=x.device, generator=generator)
-        for k in range(steps):
+
+        def denoise(k: int, z: Tensor) -> Tensor:
             logits = self.block.forward_features(features, z, grid[k])
-            z = coef.a[k] * (F.softmax(logits, dim=-1) @ self.embedding.weight) + coef.b[k] * z
-            if not deterministic:
-                z = z + coef.c[k].sqrt() * torch.randn(shape, device=x.device, generator=generator)
-        return z
+            return F.softmax(logits, dim=-1) @ self.embedding.weight
+
+        return posterior_chain(
+            denoise, lambda k: PosteriorCoefficients(a=coef.a[k], b=coef.b[k], c=coef.c[k]), steps=steps,
+            shape=(x.shape[0], self.embedding.dim), device=x.device, deterministic=deterministic,
+            generator=generator, keep_chain=False,
+        )[0]
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         z_1 = self.sample(x, steps=steps, deterministic=deterministic, generator=generator)

@@ -19,7 +19,8 @@ Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
 
 and classifies ``z_T`` with the linear classifier.
 
-Fused (``fused=True``, :mod:`noprop.methods.dt_fused`): the method presents ONE training unit,
+How the blocks run is a strategy, ``method.steps``: :class:`PerBlockSteps` (the paper's) or
+:class:`~noprop.methods.dt_fused.FusedSteps`. Fused (``fused=True``): the method presents ONE training unit,
 ``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
 a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
 gradient is still that of its own loss_t alone (no gradient crosses blocks) and each block keeps
@@ -33,23 +34,53 @@ unfused).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import DTBlock, Padding, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import DTBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.dt_fused import StackedBlocks, fused_loss, fused_sample_chain
+from noprop.methods.config import EmbeddingConfig
+from noprop.methods.dt_fused import FusedSteps, StackedBlocks
+from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
 
-def embedding_dim_for(kind: EmbeddingKind, spec: DataSpec, learned_dim: int) -> int:
-    """``d`` for each embedding kind: C (one-hot), ``learned_dim``, or the image size (prototype)."""
-    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.image_size}[kind]
+@dataclass(frozen=True)
+class DTConfig(EmbeddingConfig):
+    """NoProp-DT's hyperparameters (paper v1 Table 3: T = 10, eta = 0.1)."""
+
+    num_blocks: int = setting(10, "number of blocks = diffusion steps T", positive=True, shape=True,
+                              flags=("-T",))
+    eta: float = setting(0.1, "denoising loss weight eta (DT: T*eta/2*(SNR(t)-SNR(t-1)) per block)",
+                         minimum=0)
+    schedule_clip: float = setting(1e-4, "clip of the cosine alpha_bar to [c, 1 - c] (docs/design.md A1)",
+                                   positive=True)
+    fused: bool = setting(False, "all T blocks of a step in one batched pass (same block updates; "
+                          "vmap on CUDA, loop on CPU)")
+
+
+class PerBlockSteps:
+    """The paper's way to run the blocks: one training unit per block, the sampler block by block."""
+
+    def training_units(self, m: NoPropDT) -> list[TrainingUnit]:
+        return [TrainingUnit(f"block{t}", (f"block{t}", "shared")) for t in range(1, m.num_blocks + 1)]
+
+    def unit_loss(self, m: NoPropDT, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        return m.block_loss(unit + 1, x, y)
+
+    def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
+                     generator: torch.Generator | None) -> list[Tensor]:
+        return posterior_chain(
+            lambda k, z: m.denoise(k + 1, x, z), lambda k: m.schedule.posterior_coefficients(k + 1),
+            steps=m.num_blocks, shape=(x.shape[0], m.embedding.dim), device=x.device,
+            deterministic=deterministic, generator=generator,
+        )
 
 
 class NoPropDT(Method):
@@ -57,43 +88,34 @@ class NoPropDT(Method):
 
     name = "dt"
     default_optimizer = "adamw"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "num_blocks": 10,
-        "eta": 0.1,
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-        "schedule_clip": 1e-4,
-        "fused": False,
-    }
+    config_class = DTConfig
+    config: DTConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        num_blocks: int = 10,
-        eta: float = 0.1,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-        schedule_clip: float = 1e-4,
-        fused: bool = False,
-    ) -> None:
-        super().__init__(spec)
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks (T) must be >= 1, got {num_blocks}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        padding = resolve_padding(conv_padding, spec)
-        self.num_blocks = num_blocks
-        self.eta = eta
-        self.schedule = CosineSchedule(num_blocks, clip=schedule_clip)
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
+    def __init__(self, spec: DataSpec, config: DTConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        c = self.config
+        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
+        self.num_blocks = c.num_blocks
+        self.eta = c.eta
+        self.schedule = CosineSchedule(c.num_blocks, clip=c.schedule_clip)
+        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
+                                    for _ in range(c.num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
-        self.register_buffer("weights", self.schedule.denoising_weights(eta), persistent=False)
-        self.fused = fused
+        self.register_buffer("weights", self.schedule.denoising_weights(c.eta), persistent=False)
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
+        #: how a training step and the sampler run the blocks: one at a time, or fused
+        self.steps: PerBlockSteps | FusedSteps = FusedSteps() if c.fused else PerBlockSteps()
+
+    @property
+    def fused(self) -> bool:
+        """Whether the blocks run fused (``FusedSteps``); settable, e.g. to time both samplers."""
+        return isinstance(self.steps, FusedSteps)
+
+    @fused.setter
+    def fused(self, on: bool) -> None:
+        self.steps = FusedSteps() if on else PerBlockSteps()
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -102,12 +124,7 @@ class NoPropDT(Method):
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
-        if self.fused:
-            return [TrainingUnit("blocks", tuple(self.parameter_groups()))]
-        return [
-            TrainingUnit(f"block{t}", (f"block{t}", "shared"))
-            for t in range(1, self.num_blocks + 1)
-        ]
+        return self.steps.training_units(self)
 
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         if self.embedding.kind == "prototype":
@@ -123,9 +140,10 @@ class NoPropDT(Method):
         return F.softmax(self.blocks[t - 1](x, z), dim=-1) @ self.embedding.weight
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
-        if self.fused:
-            return fused_loss(self, x, y)
-        t = unit + 1
+        return self.steps.unit_loss(self, unit, x, y)
+
+    def block_loss(self, t: int, x: Tensor, y: Tensor) -> LossOutput:
+        """Block t's loss (Eq. 8 at fixed t): all that one training step of block t computes."""
         u = self.embedding(y)
         u_hat = self.denoise(t, x, self.noisy_label(u, t - 1))
         sq_error = (u_hat - u).pow(2).sum(-1).mean()
@@ -143,18 +161,7 @@ class NoPropDT(Method):
         self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
     ) -> list[Tensor]:
         """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
-        if self.fused:
-            return fused_sample_chain(self, x, deterministic=deterministic, generator=generator)
-        shape = (x.shape[0], self.embedding.dim)
-        z = torch.randn(shape, device=x.device, generator=generator)
-        chain = [z]
-        for t in range(1, self.num_blocks + 1):
-            coef = self.schedule.posterior_coefficients(t)
-            z = coef.a * self.denoise(t, x, z) + coef.b * z
-            if not deterministic:
-                z = z + coef.c.sqrt() * torch.randn(shape, device=x.device, generator=generator)
-            chain.append(z)
-        return chain
+        return self.steps.sample_chain(self, x, deterministic=deterministic, generator=generator)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         return self.classifier(self.sample_chain(x, deterministic=deterministic, generator=generator)[-1])

@@ -44,12 +44,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from noprop.methods.base import LossOutput
+from noprop.methods.base import LossOutput, TrainingUnit
+from noprop.sampler import posterior_chain
 from noprop.schedules import gaussian_prior_kl
 
 if TYPE_CHECKING:
     from noprop.methods.dt import NoPropDT
-    from noprop.schedules import PosteriorCoefficients
 
 #: Images per vmapped pass of the fused sampler's image path: its activations are T times those
 #: of one block, so large evaluation batches are cut into slices of this size on CPU.
@@ -205,15 +205,29 @@ def fused_sample_chain(
     features = torch.cat(
         [method.stacked(part, in_dims=(None,), submodule="image") for part in x.split(chunk)], dim=1
     )
-    shape = (x.shape[0], method.embedding.dim)
-    z = torch.randn(shape, device=x.device, generator=generator)
-    chain = [z]
-    for t, block in enumerate(method.blocks, start=1):
-        coef: PosteriorCoefficients = method.schedule.posterior_coefficients(t)
-        # DTBlock.forward with the image features precomputed
-        logits = block.head(torch.cat([features[t - 1], block.label(z)], dim=1))
-        z = coef.a * (F.softmax(logits, dim=-1) @ method.embedding.weight) + coef.b * z
-        if not deterministic:
-            z = z + coef.c.sqrt() * torch.randn(shape, device=x.device, generator=generator)
-        chain.append(z)
-    return chain
+
+    def denoise(k: int, z: Tensor) -> Tensor:  # DTBlock.forward with the image features precomputed
+        block = method.blocks[k]
+        logits = block.head(torch.cat([features[k], block.label(z)], dim=1))
+        return F.softmax(logits, dim=-1) @ method.embedding.weight
+
+    return posterior_chain(
+        denoise, lambda k: method.schedule.posterior_coefficients(k + 1), steps=method.num_blocks,
+        shape=(x.shape[0], method.embedding.dim), device=x.device, deterministic=deterministic,
+        generator=generator,
+    )
+
+
+class FusedSteps:
+    """NoProp-DT's blocks run fused: one unit ``blocks`` whose loss is :func:`fused_loss`, and
+    :func:`fused_sample_chain` (the strategy behind ``NoPropDT(spec, fused=True)``)."""
+
+    def training_units(self, m: NoPropDT) -> list[TrainingUnit]:
+        return [TrainingUnit("blocks", tuple(m.parameter_groups()))]
+
+    def unit_loss(self, m: NoPropDT, unit: int, x: Tensor, y: Tensor) -> LossOutput:
+        return fused_loss(m, x, y)
+
+    def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
+                     generator: torch.Generator | None) -> list[Tensor]:
+        return fused_sample_chain(m, x, deterministic=deterministic, generator=generator)

@@ -2,7 +2,7 @@
 
 The path runs from Gaussian noise at ``t = 0`` to the class embedding at ``t = 1``::
 
-    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (see LinearPath)
+    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (noprop.flow.LinearPath)
 
 and its velocity is ``d z_t / dt = u_y - z_0``. Training step (the only :class:`TrainingUnit`),
 with ``t ~ U[0, 1]`` per example::
@@ -13,65 +13,33 @@ with ``t ~ U[0, 1]`` per example::
 
 The block sees one point of the path drawn straight from the data: it is never run on its own
 output during training. Inference integrates ``dz/dt = v(x, z, t)`` from ``z_0 ~ N(0, I)`` with
-``steps`` Euler steps and predicts the class whose embedding is nearest to ``z_1``.
+``steps`` Euler steps (noprop.flow.EulerSolver) and predicts the class whose embedding is nearest to ``z_1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import Padding, TimeBlock, resolve_padding
-from noprop.embeddings import ClassEmbedding, EmbeddingKind
+from noprop.blocks import TimeBlock, resolve_padding
+from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.flow import EulerSolver, LinearPath
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.dt import embedding_dim_for
+from noprop.methods.config import EmbeddingConfig
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
 
 @dataclass(frozen=True)
-class PathSample:
-    """A point ``z_t`` on the path between ``z_0`` (noise) and ``z_1`` (label), and its velocity."""
+class FMConfig(EmbeddingConfig):
+    """NoProp-FM's hyperparameters (paper v1 Table 3: 1000 Euler steps)."""
 
-    z_t: Tensor
-    velocity: Tensor
-
-
-@dataclass(frozen=True)
-class LinearPath:
-    """``z_t = t * z_1 + (1 - t) * z_0 + sigma * eps``, velocity ``z_1 - z_0`` (paper Eq. 10).
-
-    ``sigma`` widens the path into a tube of constant width (Tong et al.'s I-CFM); the paper
-    writes the term but gives no value. ``sigma = 0`` is the straight line.
-    """
-
-    sigma: float = 0.0
-
-    def sample(self, z_0: Tensor, z_1: Tensor, t: Tensor, eps: Tensor | None = None) -> PathSample:
-        """``z_0``, ``z_1``: ``(batch, d)``; ``t``: ``(batch,)`` in [0, 1]."""
-        tt = t.unsqueeze(-1)
-        z_t = tt * z_1 + (1.0 - tt) * z_0
-        if self.sigma > 0:
-            z_t = z_t + self.sigma * (torch.randn_like(z_0) if eps is None else eps)
-        return PathSample(z_t=z_t, velocity=z_1 - z_0)
-
-
-def euler_integrate(field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, steps: int) -> Tensor:
-    """Integrate ``dz/dt = field(z, t)`` from ``t = 0`` to ``1`` with ``steps`` Euler steps.
-
-    ``field`` gets ``z`` of shape ``(batch, d)`` and a scalar time tensor ``t``.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    z, dt = z_0, 1.0 / steps
-    for k in range(steps):
-        t = torch.tensor(k * dt, device=z_0.device, dtype=z_0.dtype)
-        z = z + dt * field(z, t)
-    return z
+    inference_steps: int = setting(1000, "Euler steps of the learned flow from t = 0 to 1", positive=True)
+    fm_sigma: float = setting(0.0, "width sigma of the flow-matching path (0: the straight line)",
+                              minimum=0)
 
 
 class NoPropFM(Method):
@@ -79,34 +47,17 @@ class NoPropFM(Method):
 
     name = "fm"
     default_optimizer = "adam"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "embedding": "onehot",
-        "embedding_dim": 20,
-        "conv_padding": "auto",
-        "inference_steps": 1000,
-        "fm_sigma": 0.0,
-    }
+    config_class = FMConfig
+    config: FMConfig
 
-    def __init__(
-        self,
-        spec: DataSpec,
-        *,
-        embedding: EmbeddingKind = "onehot",
-        embedding_dim: int = 20,
-        conv_padding: Padding = "auto",
-        inference_steps: int = 1000,
-        fm_sigma: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        if inference_steps < 1:
-            raise ValueError(f"inference_steps must be >= 1, got {inference_steps}")
-        if fm_sigma < 0:
-            raise ValueError(f"fm_sigma must be >= 0, got {fm_sigma}")
-        dim = embedding_dim_for(embedding, spec, embedding_dim)
-        self.inference_steps = inference_steps
-        self.path = LinearPath(fm_sigma)
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.block = TimeBlock(spec, dim, padding=resolve_padding(conv_padding, spec))
+    def __init__(self, spec: DataSpec, config: FMConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        c = self.config
+        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
+        self.inference_steps = c.inference_steps
+        self.path = LinearPath(c.fm_sigma)
+        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        self.block = TimeBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
         # The anchor classifier exists only with learned embeddings (Alg. 3): with one-hot ones
         # the flow loss is the whole objective and prediction never uses a classifier.
         self.classifier = nn.Linear(dim, spec.num_classes) if self.embedding.trainable else None
@@ -162,7 +113,7 @@ class NoPropFM(Method):
             return self.block.forward_features(features, z, t) @ weight
 
         z_0 = torch.randn((x.shape[0], self.embedding.dim), device=x.device, generator=generator)
-        return euler_integrate(field, z_0, steps or self.inference_steps)
+        return EulerSolver(steps or self.inference_steps).integrate(field, z_0)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         """Negative squared distances from ``z_1`` to each class embedding: argmax = nearest."""

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.config import MethodConfig
 from noprop.spec import DataSpec
 
 #: Hinton's MNIST network: 4 hidden layers of 2000 ReLUs.
@@ -67,10 +67,9 @@ class ForwardForward(Method):
     name = "ff"
     default_optimizer = "adam"
     #: The layer sizes are fixed at the paper's; the constructor takes others (tests use tiny ones).
-    hyperparameters: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, spec: DataSpec, *, hidden: Sequence[int] = PAPER_HIDDEN) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: DataSpec, config: MethodConfig | None = None, *,
+                 hidden: Sequence[int] = PAPER_HIDDEN) -> None:
+        super().__init__(spec, config)
         if spec.image_size <= spec.num_classes:
             raise ValueError(
                 f"Forward-Forward writes the label into the first {spec.num_classes} input values; "

@@ -21,14 +21,13 @@ The prediction is the last head's; :meth:`readout_logits` gives every head's.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import HIDDEN, ImageBranch, Padding, resolve_padding
+from noprop.blocks import HIDDEN, ImageBranch, resolve_padding
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.config import ConvConfig
 from noprop.spec import DataSpec
 
 
@@ -41,11 +40,12 @@ class LocalLearning(Method):
 
     name = "local"
     default_optimizer = "adamw"
-    hyperparameters: ClassVar[dict[str, Any]] = {"conv_padding": "auto"}
+    config_class = ConvConfig
 
-    def __init__(self, spec: DataSpec, *, conv_padding: Padding = "auto") -> None:
-        super().__init__(spec)
-        branch = ImageBranch(spec, padding=resolve_padding(conv_padding, spec), batch_norm=True)
+    def __init__(self, spec: DataSpec, config: ConvConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
+        padding = resolve_padding(self.config.conv_padding, spec)
+        branch = ImageBranch(spec, padding=padding, batch_norm=True)
         # features: conv relu pool drop | conv relu drop | conv relu pool drop | flatten
         f = list(branch.features)
         self.blocks = nn.ModuleList([

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from noprop.config import ConfigError
+from noprop.settings import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

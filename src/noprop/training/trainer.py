@@ -21,7 +21,6 @@ holding a NaN/inf is ever written, so the last good one stays on disk.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from noprop import __version__
+from noprop._version import __version__
 from noprop.config import RunConfig, model_differences
 from noprop.data.base import ClassificationData, batches, num_batches
 from noprop.methods.base import Method
@@ -85,7 +84,7 @@ CONFIG = "config.yaml"
 
 def make_optimizers(method: Method, config: RunConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per parameter group, so an idle group's state never changes."""
-    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.resolved().optimizer]
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
     return {
         name: kind(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         for name, params in method.parameter_groups().items()
@@ -238,7 +237,7 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
-        return {**self.config.to_dict(), **self.config.method_hyperparameters()}
+        return self.config.to_dict()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: at an epoch end or mid-epoch."""
@@ -575,7 +574,7 @@ class Trainer:
             self.method,
             self.data.test_x,
             self.data.test_y,
-            steps=self.config.eval_inference_steps or self.config.inference_steps,
+            steps=self.config.eval_inference_steps or self.config.sampler_steps,
             deterministic=self.config.eval_deterministic,
             seed=self.config.eval_seed,
             flush_denormal=self.config.flush_denormal,
@@ -640,6 +639,3 @@ def _refuse_fixed_changes(saved: dict[str, Any], now: dict[str, Any]) -> None:
         raise CheckpointError(f"a resumed run cannot change {', '.join(changed)} ({shown}); "
                               "start a new run instead")
 
-
-def read_results(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / RESULTS).read_text())

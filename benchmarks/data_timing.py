@@ -1,4 +1,4 @@
-"""Measure the data path against training: ``python -m noprop.data.timing [--data-dir DIR]``.
+"""Measure the data path against training: ``python benchmarks/data_timing.py [--data-dir DIR]``.
 
 Prints, for a real dataset on disk (default: Fashion-MNIST under ``--data-dir``) and for a
 CIFAR-shaped tensor (50,000 x 3 x 32 x 32; the real CIFAR files may not be present):
@@ -49,7 +49,7 @@ def _per_batch_step(data: ClassificationData, repeat: int, steps: int = 4) -> fl
     config = RunConfig(dataset=data.name, num_blocks=2, device="cpu", progress=False, batch_size=128)
     small = ClassificationData(data.name, data.train_x[:2048], data.train_y[:2048], data.test_x[:128],
                                data.test_y[:128], data.num_classes)
-    trainer = Trainer(build_for(config.resolved(), small), small, config)
+    trainer = Trainer(build_for(config, small), small, config)
     xb, yb = small.train_x[:128], small.train_y[:128]
     trainer.train_step(0, xb, yb)  # warm-up
     return _best(lambda: [trainer.train_step(i % 2, xb, yb) for i in range(steps)], repeat) / steps

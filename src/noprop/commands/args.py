@@ -1,0 +1,150 @@
+"""Argument helpers shared by every command: the one-line-error parser, typed values, and the
+flags generated from the configuration fields.
+
+Each :func:`~noprop.settings.setting` field of :class:`~noprop.config.RunConfig` and of every
+method's config becomes one flag (``num_blocks`` -> ``--num-blocks``, plus ``-T``); its help is the
+field's help with its default (per method where methods differ). Flag defaults are suppressed, so
+only the flags given override a config file; whether the chosen method takes them is decided by
+``RunConfig`` itself, with the same message as for YAML and Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from noprop.config import RunConfig
+from noprop.data import DATASETS, DataError, check_dataset
+from noprop.methods import METHODS
+from noprop.settings import ConfigError, check_value, coerce, field_type, setting_fields
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Raised by a command for a one-line error and exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line: ``noprop train: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def dataset_name(text: str) -> str:
+    """A known dataset name or a path (.npz file, image folder); unknown names list the known ones."""
+    try:
+        return check_dataset(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+#: Fields whose command-line value needs more than the field's type and range.
+SPECIAL_TYPES: dict[str, Callable[[str], Any]] = {"dataset": dataset_name}
+#: Help that names what only this floor knows (the data catalogue).
+SPECIAL_HELP = {"dataset": f"{', '.join(DATASETS)}, or a .npz file or image folder",
+                "method": "training method"}
+
+
+def _value_type(owner: type, f: dataclasses.Field) -> Callable[[str], Any]:
+    base, _ = field_type(owner, f.name)
+
+    def parse(text: str) -> Any:
+        try:
+            value = coerce(f.name, base, text)
+            check_value(f, base, value)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{f.name} ")) from None
+        return value
+
+    parse.__name__ = base.__name__  # argparse names the type in "invalid <type> value"
+    return parse
+
+
+def _add_flag(p: argparse.ArgumentParser, owner: type, f: dataclasses.Field, help_text: str) -> None:
+    meta = f.metadata
+    names = [*meta["flags"], "--" + f.name.replace("_", "-")]
+    kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    base, _ = field_type(owner, f.name)
+    if base is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = SPECIAL_TYPES.get(f.name) or _value_type(owner, f)
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        elif f.name == "method":
+            kwargs["choices"] = sorted(METHODS)  # the registry now, a method added at run time too
+        if meta["metavar"]:
+            kwargs["metavar"] = meta["metavar"]
+    p.add_argument(*names, **kwargs)
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    if default is None or "default" in help_text:
+        return help_text
+    shown = ("on" if default else "off") if isinstance(default, bool) else default
+    return f"{help_text} (default: {shown})"
+
+
+def method_setting_fields() -> dict[str, list[tuple[str, type, dataclasses.Field]]]:
+    """Every method setting, with ``(method, config class, field)`` for each method that takes it."""
+    out: dict[str, list[tuple[str, type, dataclasses.Field]]] = {}
+    for name, cls in METHODS.items():
+        for f in setting_fields(cls.config_class):
+            out.setdefault(f.name, []).append((name, cls.config_class, f))
+    return out
+
+
+def _method_help(takers: list[tuple[str, type, dataclasses.Field]]) -> str:
+    f = takers[0][2]
+    defaults = {m: fld.default for m, _, fld in takers}
+    if len(set(map(repr, defaults.values()))) == 1:
+        shown = _with_default("", f.default).strip(" ()") or "default: none"
+        where = f"{', '.join(defaults)}; {shown}"
+    else:
+        where = "default: " + ", ".join(f"{m} {d}" for m, d in defaults.items())
+    return f"{f.metadata['help']} ({where})"
+
+
+def add_config_flags(p: argparse.ArgumentParser, *, method_flag: bool = True) -> None:
+    """Flags for every RunConfig field and every method setting; ``method_flag=False`` omits
+    ``--method`` (for commands that choose methods otherwise)."""
+    for f in setting_fields(RunConfig):
+        if not f.metadata["cli"] or (f.name == "method" and not method_flag):
+            continue
+        help_text = SPECIAL_HELP.get(f.name, f.metadata["help"])
+        _add_flag(p, RunConfig, f, _with_default(help_text, f.default))
+    group = p.add_argument_group("method settings", "hyperparameters of the methods that take them; "
+                                 "a method refuses the ones it does not take")
+    for takers in method_setting_fields().values():
+        _, owner, f = takers[0]
+        _add_flag(group, owner, f, _method_help(takers))
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration settings given on the command line (run and method alike)."""
+    names: Iterable[str] = {f.name for f in setting_fields(RunConfig)} | set(method_setting_fields())
+    return {k: v for k, v in vars(args).items() if k in names}

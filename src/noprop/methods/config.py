@@ -1,0 +1,83 @@
+"""A method's own configuration: a frozen dataclass of its hyperparameters, owned by its module.
+
+Each method module declares ``XConfig(MethodConfig)`` with :func:`~noprop.settings.setting`
+fields (help text, range, ``shape=True`` where the value fixes parameter shapes). The method is
+built from ``(spec, config)``, keeps it as ``method.config``, and a checkpoint saves it, so a
+loaded run is rebuilt from exactly the values it trained with. Building a config refuses a
+setting the method does not take, naming the ones it does::
+
+    >>> DTConfig.build("dt", {"num_blocks": 5, "eta": "0.1"})   # "0.1" from YAML: a number
+    DTConfig(conv_padding='auto', embedding='onehot', embedding_dim=20, num_blocks=5, eta=0.1, ...)
+    >>> CTConfig.build("ct", {"num_blocks": 5})
+    ConfigError: method ct does not take num_blocks; it takes: conv_padding, embedding, ...
+
+The shared pieces below (conv padding; class embedding) are mixins, so a default such as the
+paper's ``embedding_dim = 20`` is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from noprop.embeddings import EMBEDDING_KINDS
+from noprop.settings import ConfigError, check_fields, setting, setting_fields
+
+C = TypeVar("C", bound="MethodConfig")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method's config; a method without hyperparameters uses it as is."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The settings this config takes, sorted."""
+        return sorted(f.name for f in setting_fields(cls))
+
+    @classmethod
+    def shape_names(cls) -> list[str]:
+        """The settings that fix parameter shapes (a checkpoint must agree on them)."""
+        return [f.name for f in setting_fields(cls) if f.metadata["shape"]]
+
+    @classmethod
+    def refusal(cls, method: str, names: list[str]) -> ConfigError:
+        """The one-line error for settings ``names`` that method ``method`` does not take."""
+        takes = ", ".join(cls.names()) or "no settings of its own"
+        return ConfigError(f"method {method} does not take {', '.join(sorted(names))}; it takes: {takes}")
+
+    @classmethod
+    def build(cls: type[C], method: str, settings: Mapping[str, Any]) -> C:
+        """The config from ``settings`` (``None`` values: the default); unknown names refused."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        unknown = sorted(set(given) - set(cls.names()))
+        if unknown:
+            raise cls.refusal(method, unknown)
+        return cls(**given)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ConvConfig(MethodConfig):
+    """Methods built on the paper's conv stack."""
+
+    conv_padding: str = setting(
+        "auto", "conv padding: valid (the paper's), same, or auto (valid unless images are under 16 px)",
+        choices=("auto", "valid", "same"), shape=True)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig(ConvConfig):
+    """Methods that denoise (or flow to) a class embedding ``W_embed`` of dimension d."""
+
+    embedding: str = setting("onehot", "class embedding: onehot (d = C), learned (d = embedding_dim), "
+                             "prototype (d = image size)", choices=EMBEDDING_KINDS, shape=True)
+    embedding_dim: int = setting(20, "d of learned embeddings (the paper's 20); onehot and prototype "
+                                 "fix d themselves and ignore it", positive=True, shape=True)
