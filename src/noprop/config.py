@@ -61,7 +61,7 @@ class RunConfig:
                             "off in the paper)")
     # optimisation (paper: batch 128, lr 1e-3, weight decay 1e-3); None: the dataset's default
     epochs: int | None = setting(None, "passes over the data (NoProp-DT sequential: T passes each; "
-                                 "default: 15 on digits, else 10)", positive=True)
+                                 "default: 15 on digits (ct 60), else 10)", positive=True)
     batch_size: int | None = setting(None, "batch size (default: 64 on digits, else 128, the paper's)",
                                      positive=True)
     lr: float = setting(1e-3, "learning rate (the paper's 1e-3)", positive=True)
@@ -134,8 +134,10 @@ class RunConfig:
         check_fields(self)
 
     def resolved(self) -> RunConfig:
-        """A copy with the dataset's budget filled in and data paths made absolute (at run start)."""
-        budget = DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET)
+        """A copy with the dataset's budget (and the method's own on that dataset, where it has one)
+        filled in and data paths made absolute (at run start)."""
+        budget = {**DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
+                  **method_class(self.method).default_budgets.get(self.dataset, {})}
         changes: dict[str, Any] = {k: v for k, v in budget.items() if getattr(self, k) is None}
         changes.update(self._absolute_paths())
         return self.replace(**changes) if changes else self

@@ -2,7 +2,7 @@
 
     noprop reproduce --list
     noprop reproduce mnist-dt --data-dir DATA/mnist --epochs-scale 0.1
-    noprop reproduce all --data-dir DATA              # the nine experiments of v1 Table 1
+    noprop reproduce all --data-dir DATA              # the twelve experiments of v1 Table 1
 
 Each experiment writes ``<out-dir>/<name>/seed<s>/`` (a normal run directory) and the table
 ``<out-dir>/reproduction.md`` / ``.json`` is updated after every experiment. Rerunning the same
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accuracy next to the paper's. Flags below --overwrite override any config field.",
     )
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help="config names, 'all' (the paper's nine), or paths to YAML files")
+                   help="config names, 'all' (the paper's twelve), or paths to YAML files")
     p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
     p.add_argument("--epochs-scale", dest="epochs_scale", type=positive_float, default=1.0, metavar="F",
                    help="multiply every config's epochs by F (at least 1 epoch); default 1")

@@ -53,6 +53,10 @@ class Method(nn.Module, ABC):
     default_optimizer: ClassVar[str] = "adamw"
     #: The dataclass of this method's hyperparameters.
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    #: Run settings this method needs on a dataset when the run leaves them unset, on top of the
+    #: dataset's budget (``RunConfig.resolved``): e.g. NoProp-CT trains one block per batch and
+    #: needs more epochs on the tiny digits than NoProp-DT's T blocks per batch.
+    default_budgets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, spec: DataSpec, config: MethodConfig | None = None, **settings: Any) -> None:
         super().__init__()
