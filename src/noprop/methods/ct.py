@@ -28,6 +28,7 @@ prediction is the classifier on ``z_N = z_1``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +61,9 @@ class NoPropCT(Method):
     default_optimizer = "adam"
     #: One block step per batch: on the 1,437 digits, 60 epochs (~0.97 on a 2-core CPU) cost about
     #: what DT's 15 do; per-epoch checks with 20 sampler steps (noprop evaluate: the full 1000).
-    default_budgets = {"digits": {"epochs": 60, "eval_inference_steps": 20}}
+    default_budgets: ClassVar[dict[str, dict[str, Any]]] = {
+        "digits": {"epochs": 60, "eval_inference_steps": 20},
+    }
     config_class = CTConfig
     config: CTConfig
 

@@ -19,6 +19,7 @@ output during training. Inference integrates ``dz/dt = v(x, z, t)`` from ``z_0 ~
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +50,7 @@ class NoPropFM(Method):
     default_optimizer = "adam"
     #: Per-epoch checks on the digits with 20 Euler steps (0.978; 1000 steps: 0.975, measured in
     #: docs/benchmarks.md); noprop evaluate uses the full 1000.
-    default_budgets = {"digits": {"eval_inference_steps": 20}}
+    default_budgets: ClassVar[dict[str, dict[str, Any]]] = {"digits": {"eval_inference_steps": 20}}
     config_class = FMConfig
     config: FMConfig
 
