@@ -92,3 +92,22 @@ def test_bench_offers_methods_not_method() -> None:
     actions = _subparser("bench")._actions
     offered = {s for a in actions if a.help != argparse.SUPPRESS for s in a.option_strings}
     assert "--methods" in offered and "--method" not in offered  # --method is there only to refuse it
+
+
+def test_a_method_brings_its_own_budget_on_a_dataset_and_explicit_settings_win() -> None:
+    ct = RunConfig(method="ct").resolved()
+    assert (ct.epochs, ct.batch_size, ct.eval_inference_steps) == (60, 64, 20)
+    assert RunConfig(method="dt").resolved().epochs == 15
+    assert RunConfig(method="ct", dataset="mnist").resolved().epochs == 10
+    assert RunConfig(method="ct", epochs=3, eval_inference_steps=5).resolved().eval_inference_steps == 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dt", "ct", "fm", "backprop"])
+def test_every_variants_default_run_on_the_digits_reaches_095(method, tmp_path) -> None:
+    import json
+
+    from noprop.cli import main
+
+    assert main(["train", "--method", method, "-q", "--run-dir", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test_accuracy"] >= 0.95
