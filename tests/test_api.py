@@ -99,3 +99,19 @@ def test_save_of_a_model_fitted_without_run_dir_loads_back(blobs, tmp_path) -> N
     again = Classifier.load(tmp_path / "saved")
     assert torch.equal(again.predict(blobs.test_x), clf.predict(blobs.test_x))
     assert again.normalization == clf.normalization
+
+
+def test_noprop_evaluate_reads_an_api_run_given_the_data(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from noprop.cli import main
+
+    path, x, y, xt, yt = _pixel_data(tmp_path)
+    clf = Classifier("dt", num_blocks=2, epochs=3, batch_size=32, lr=1e-2, run_dir=tmp_path / "api")
+    clf.fit(x[:200], y[:200], validation=(xt, yt))  # statistics of 200 images, not of the .npz's 240
+    assert main(["evaluate", str(tmp_path / "api")]) == 2
+    assert "fitted from Python on in-memory data; pass --dataset" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "api"), "--dataset", str(path)]) == 0
+    reported = float(capsys.readouterr().out.split()[-1])
+    assert reported == round(clf.score(xt, yt), 4)
+    assert np.isfinite(reported)

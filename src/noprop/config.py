@@ -27,7 +27,7 @@ from typing import Any
 
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
-from noprop.training.device import PRECISIONS
+from noprop.training.device import PRECISIONS, check_device
 from noprop.training.lr_schedule import LR_SCHEDULES
 
 BLOCK_ORDERS = ("sequential", "interleaved")
@@ -103,7 +103,11 @@ class RunConfig:
                              "results.json records what ran", choices=PRECISIONS)
     # bookkeeping
     seed: int = setting(0, "seed of initialisation, shuffling and training noise")
-    device: str = setting("auto", "auto: CUDA when available", choices=DEVICES)
+    device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", metavar="DEVICE")
+    num_threads: int | None = setting(None, "torch CPU threads (default: torch's choice, one per core)",
+                                      positive=True, metavar="N")
+    tensorboard: bool = setting(False, "also write TensorBoard event files to RUN/tensorboard "
+                                "(needs pip install 'noprop[tensorboard]')")
     progress: bool = setting(True, "progress bar (terminals only; -q turns it off)", cli=False)
     log_epochs: bool = setting(True, "one line per epoch and a model summary at the start", cli=False)
 
@@ -132,6 +136,7 @@ class RunConfig:
         if self.optimizer is None:
             self.optimizer = cls.default_optimizer
         check_fields(self)
+        check_device(self.device)
 
     def resolved(self) -> RunConfig:
         """A copy with the dataset's budget (and the method's own on that dataset, where it has one)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from noprop.commands.args import positive_int
-from noprop.config import DEVICES
-from noprop.data import load_dataset
+from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
 from noprop.run import load_run
-from noprop.training.device import resolve_device
+from noprop.training.device import check_device, resolve_device
 from noprop.training.trainer import evaluate_accuracy
 
 
@@ -22,15 +23,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference step counts to evaluate (CT/FM; default: the run's inference_steps)")
     p.add_argument("--deterministic", action="store_true",
                    help="noise-free sampler (default: the run's eval_deterministic)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="auto: CUDA when available (default: auto)")
+    p.add_argument("--device", type=check_device, default="auto", metavar="DEVICE",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--dataset", default=None, metavar="NAME|PATH",
+                   help="evaluate on this dataset's test split instead of the run's (needed for a "
+                        "model fitted from Python on in-memory arrays); inputs are standardised with "
+                        "the model's own statistics (default: the run's dataset)")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.path, map_location=resolve_device(args.device))
     config = run.config
-    data = load_dataset(config.dataset, args.data_dir or config.data_dir)
+    name = args.dataset or config.dataset
+    if name == "user":
+        raise DataError(f"{args.path} was fitted from Python on in-memory data; pass --dataset PATH "
+                        "(a .npz file or an image folder) or a dataset name to evaluate it")
+    data = load_dataset(check_dataset(name), args.data_dir or (None if args.dataset else config.data_dir))
+    if args.dataset:
+        data = _as_the_model_saw(data, (run.checkpoint.get("data_info") or {}).get("normalization"))
     for steps in args.steps or [config.sampler_steps]:
         acc = evaluate_accuracy(
             run.method, data.test_x, data.test_y, steps=steps,
@@ -40,3 +51,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label = f"steps={steps}: " if steps is not None else ""
         print(f"{label}test_accuracy {acc:.4f}")
     return 0
+
+
+def _as_the_model_saw(data: ClassificationData, normalization: list[list[float]] | None
+                      ) -> ClassificationData:
+    """``data``'s test images re-standardised from its own statistics to the model's."""
+    if normalization is None or data.normalization is None:
+        return data
+    shape = (1, -1) + (1,) * (data.test_x.dim() - 2)
+    own_mean, own_std = (torch.tensor(v).view(shape) for v in data.normalization)
+    mean, std = (torch.tensor(v).view(shape) for v in normalization)
+    raw = data.test_x * own_std + own_mean
+    data.test_x = (raw - mean) / std
+    return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import sys
 from collections.abc import Iterator
@@ -13,13 +14,29 @@ import torch
 
 from noprop.settings import ConfigError
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; else a one-line error."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (a GPU index); got {name!r}")
+    return name
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is an error."""
+    """``auto`` picks CUDA when available; asking for a CUDA GPU that is not there is an error."""
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+        if index >= count:
+            raise ConfigError(f"device {name!r} requested but this machine has {count} GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}")
     return torch.device(name)
 
 

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from noprop.settings import ConfigError
 from noprop.training.checkpoint import atomic_write_text
 
 
@@ -21,8 +22,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
-                raise RuntimeError(
-                    "TensorBoard logging needs the tensorboard package: pip install 'noprop[tensorboard]'"
+                raise ConfigError(
+                    "--tensorboard needs the tensorboard package: pip install 'noprop[tensorboard]'"
                 ) from err
             self._writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
 

@@ -73,6 +73,7 @@ from noprop.training.nonfinite import (
 RESUMABLE_CHANGES = frozenset({
     "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "log_epochs", "checkpoint_minutes",
     "max_train_seconds", "skip_nonfinite", "flush_denormal", "precision", "eval_inference_steps",
+    "num_threads", "tensorboard",
     "eval_deterministic", "eval_seed",
 })
 
@@ -198,6 +199,8 @@ class Trainer:
         parallelism: Parallelism | None = None,
     ) -> None:
         self.config = config = config.resolved()
+        if config.num_threads is not None and config.num_threads != torch.get_num_threads():
+            torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = resolve_precision(config.precision, self.device)
@@ -210,7 +213,7 @@ class Trainer:
         self.parallelism = parallelism or Parallelism()
         #: The units this process trains (all of them unless block parallel).
         self.trained_units = self.parallelism.units(len(self.units))
-        self.metrics = MetricsLog(run_dir / METRICS if run_dir else None)
+        self.metrics = MetricsLog(run_dir / METRICS if run_dir else None, tensorboard=config.tensorboard)
         self.epoch = 0
         self.train_seconds = 0.0
         # progress inside the current epoch, checkpointed so a run can resume mid-epoch
