@@ -64,6 +64,15 @@ def denormal_counts(trainer: Trainer) -> tuple[int, int, dict[str, int]]:
     return params, sum(per.values()) - params, {k: v for k, v in per.items() if v}
 
 
+def save_state(trainer: Trainer, path: Path) -> None:
+    """The model, optimizer state and configuration (for benchmarks/denormal_cause.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": trainer.method.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+                "config": trainer.config.to_dict(), "epoch": trainer.epoch}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
 def subset(data: ClassificationData, train: int, test: int) -> ClassificationData:
     return ClassificationData(f"{data.name}[:{train}]", data.train_x[:train], data.train_y[:train],
                               data.test_x[:test], data.test_y[:test], num_classes=data.num_classes)
@@ -101,7 +110,7 @@ def main() -> None:
     parser.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--data-dir", default="/work/shared/data")
     parser.add_argument("--save-state", type=Path, default=None,
-                        help="also save the final model and optimizer state here (torch.save)")
+                        help="also save the model and optimizer state here after every epoch")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -141,16 +150,14 @@ def main() -> None:
                   f"denormals: params {params:8d}  optimizer {state:8d}", flush=True)
             report["drift"] = drift([float(r["seconds"]) for r in rows])  # type: ignore[arg-type]
             args.out.write_text(json.dumps(report, indent=1) + "\n")
+            if args.save_state:
+                save_state(trainer, args.save_state)
         report["test_accuracy"] = round(trainer.evaluate(), 4)
     report["denormals_per_tensor"] = denormal_counts(trainer)[2]
     report["numel_per_tensor"] = {k: v.numel() for k, v in named_state(trainer).items()
                                   if k in report["denormals_per_tensor"]}  # type: ignore[operator]
     report["load_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.save_state:
-        torch.save({"model": trainer.method.state_dict(),
-                    "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
-                    "config": trainer.config.to_dict()}, args.save_state)
     seconds = [float(r["seconds"]) for r in rows]  # type: ignore[arg-type]
     d = report["drift"]
     print(f"{args.method} flush={'on' if args.flush_denormal else 'off'}: first {seconds[0]:.2f} s, "
