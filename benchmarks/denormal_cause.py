@@ -13,8 +13,13 @@ Two parts (docs/methods.md, "Denormals"):
   exactly zero gradient from the data. Prints, per weight tensor, how many of its denormal values
   (and of its Adam ``exp_avg``'s) lie on such dead units.
 
+* ``STATE --time-steps K``: the cost of those denormals. From that same state, in rounds that
+  alternate the order, K training steps with flushing off and K with it on (the state reloaded
+  before each: a flushed step writes zeros), CPU time per step (one thread).
+
     python benchmarks/denormal_cause.py simulate
     python benchmarks/denormal_cause.py /tmp/soak-state/fm-off.pt --train-size 1600
+    python benchmarks/denormal_cause.py /tmp/soak-state/fm-off.pt --time-steps 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
+import time
 
 import torch
 from torch import nn
@@ -29,7 +36,8 @@ from torch import nn
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, load_dataset
 from noprop.run import build_for
-from noprop.training.trainer import make_optimizers
+from noprop.training.device import flushed_denormals
+from noprop.training.trainer import Trainer, make_optimizers
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -106,12 +114,38 @@ def dead_masks(method: nn.Module, data: ClassificationData, passes: int = 2) -> 
     return masks
 
 
-def analyse(path: str, train_size: int, data_dir: str) -> dict[str, dict[str, int]]:
+def load(path: str, train_size: int, data_dir: str) -> tuple[dict, RunConfig, ClassificationData]:
     saved = torch.load(path, map_location="cpu", weights_only=False)
     config = RunConfig.from_dict(saved["config"])
     full = load_dataset("cifar-10", data_dir)
     data = ClassificationData("subset", full.train_x[:train_size], full.train_y[:train_size],
                               full.test_x[:10], full.test_y[:10], num_classes=full.num_classes)
+    return saved, config, data
+
+
+def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: int) -> dict:
+    saved, config, data = load(path, train_size, data_dir)
+    trainer = Trainer(build_for(config, data), data, config)
+    batches = list(trainer._schedule(0))[:steps]
+    times: dict[str, list[float]] = {"flush off": [], "flush on": []}
+    for r in range(rounds):
+        for flush in ((False, True) if r % 2 == 0 else (True, False)):
+            trainer.method.load_state_dict(saved["model"])
+            for name, opt in trainer.optimizers.items():
+                opt.load_state_dict(saved["optimizers"][name])
+            with flushed_denormals(flush):
+                start = time.process_time()
+                for unit, x, y in batches:
+                    trainer.train_step(unit, x, y)
+                times["flush on" if flush else "flush off"].append((time.process_time() - start) / steps)
+    ms = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
+    return {"ms_per_step_median": ms, "ratio_off_on": round(ms["flush off"] / ms["flush on"], 2),
+            "ms_per_step_all": {k: [round(1000 * t, 1) for t in v] for k, v in times.items()},
+            "state_epoch": saved.get("epoch"), "steps": steps, "rounds": rounds}
+
+
+def analyse(path: str, train_size: int, data_dir: str) -> dict[str, dict[str, int]]:
+    saved, config, data = load(path, train_size, data_dir)
     method = build_for(config, data)
     method.load_state_dict(saved["model"])
     optimizers = make_optimizers(method, config)
@@ -145,10 +179,15 @@ def main() -> None:
     parser.add_argument("state", help="'simulate', or a file from benchmarks/soak.py --save-state")
     parser.add_argument("--train-size", type=int, default=1600)
     parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--time-steps", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.state == "simulate":
         print(json.dumps(simulate(), indent=1))
+    elif args.time_steps:
+        print(json.dumps(time_steps(args.state, args.train_size, args.data_dir, args.time_steps,
+                                    args.rounds), indent=1))
     else:
         print(json.dumps(analyse(args.state, args.train_size, args.data_dir), indent=1))
 
