@@ -65,6 +65,20 @@ def simulate(steps: int = 5000) -> dict[str, dict[str, int | None]]:
                 trace[step] = {"median_abs": float(p.detach().abs().median()),
                                "denormal_params": int(is_denormal(p.detach()).sum())}
         out[kind.__name__] = {"first_denormal_step": first, "trace": trace}
+    # AdamW on weights that had a gradient for 50 steps and then died: the moments decay alone
+    p = nn.Parameter(torch.linspace(-0.02, 0.02, 1000))
+    opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=1e-3, fused=True)
+    g = torch.Generator().manual_seed(0)
+    counts = {}
+    for step in range(1, steps + 1):
+        p.grad = 1e-3 * torch.randn(p.shape, generator=g) if step <= 50 else torch.zeros_like(p)
+        opt.step()
+        m = opt.state[p]["exp_avg"]
+        if step % 50 == 0 and step <= 1500:
+            counts[step] = {"exp_avg_denormal": int(is_denormal(m).sum()),
+                            "exp_avg_zero": int((m == 0).sum())}
+    out["AdamW, dead after 50 steps"] = {"exp_avg_per_step": counts,
+                                         "exp_avg_sq_max_at_end": float(opt.state[p]["exp_avg_sq"].max())}
     return out
 
 
@@ -123,8 +137,10 @@ def load(path: str, train_size: int, data_dir: str) -> tuple[dict, RunConfig, Cl
     return saved, config, data
 
 
-def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: int) -> dict:
+def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: int,
+               batch_size: int | None = None) -> dict:
     saved, config, data = load(path, train_size, data_dir)
+    config = config.replace(batch_size=batch_size or config.batch_size)
     trainer = Trainer(build_for(config, data), data, config)
     batches = list(trainer._schedule(0))[:steps]
     times: dict[str, list[float]] = {"flush off": [], "flush on": []}
@@ -141,7 +157,8 @@ def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: in
     ms = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
     return {"ms_per_step_median": ms, "ratio_off_on": round(ms["flush off"] / ms["flush on"], 2),
             "ms_per_step_all": {k: [round(1000 * t, 1) for t in v] for k, v in times.items()},
-            "state_epoch": saved.get("epoch"), "steps": steps, "rounds": rounds}
+            "state_epoch": saved.get("epoch"), "batch_size": config.batch_size, "steps": steps,
+            "rounds": rounds}
 
 
 def analyse(path: str, train_size: int, data_dir: str) -> dict[str, dict[str, int]]:
@@ -181,13 +198,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/work/shared/data")
     parser.add_argument("--time-steps", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="--time-steps: another batch size")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.state == "simulate":
         print(json.dumps(simulate(), indent=1))
     elif args.time_steps:
         print(json.dumps(time_steps(args.state, args.train_size, args.data_dir, args.time_steps,
-                                    args.rounds), indent=1))
+                                    args.rounds, args.batch_size), indent=1))
     else:
         print(json.dumps(analyse(args.state, args.train_size, args.data_dir), indent=1))
 
