@@ -44,6 +44,7 @@ for job in $JOBS; do
     case $job in
         speed) ;;
         *-dt) train "$job" "$job" --fused & ;;
+        *-backprop) train "$job" "$job" & ;;
         *-ct-g*) train "$job" "${job%-g*}" --schedule-gamma "${job##*-g}" --eval-inference-steps 20 & ;;
         *-ct|*-fm) train "$job" "$job" --eval-inference-steps 20 & ;;
         *:*:*) IFS=: read -r name config flags <<< "$job"
