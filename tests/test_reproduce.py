@@ -16,6 +16,7 @@ from noprop.reproduce import (
     REPORT_MD,
     ExperimentResult,
     limit_train,
+    markdown_table,
     merge_results,
     plan,
     run_experiment,
@@ -90,6 +91,8 @@ def test_rerun_reuses_a_finished_run_and_resumes_to_a_larger_budget(tmp_path):
     first = run_experiment(preset, plan(preset, overrides={**TINY, "epochs": 1}), tmp_path, data=data)
     again = run_experiment(preset, plan(preset, overrides={**TINY, "epochs": 1}), tmp_path, data=data)
     assert again.accuracies == first.accuracies and again.train_seconds == first.train_seconds
+    assert first.changes.get("num_blocks") == TINY["num_blocks"]  # the table says T was changed
+    assert f"num_blocks={TINY['num_blocks']}" in markdown_table([first])
     longer = run_experiment(preset, plan(preset, overrides={**TINY, "epochs": 2}), tmp_path, data=data)
     rows = (tmp_path / "seed0" / "metrics.csv").read_text().strip().splitlines()
     assert longer.epochs == 2 and len(rows) == 1 + 2  # header + epoch 1 (kept) + epoch 2 (new)
@@ -108,7 +111,7 @@ def test_report_sets_ours_beside_the_paper_and_keeps_other_rows(tmp_path):
     rows = write_report([row("fashion-mnist-dt", 88.5)], tmp_path)
     assert [r.name for r in rows] == ["mnist-dt", "fashion-mnist-dt"]
     table = (tmp_path / REPORT_MD).read_text()
-    assert "| mnist-dt | 99.47 ± 0.05 | 98.00 | -1.47 | 3 / 100 |" in table
+    assert "| mnist-dt | 99.47 ± 0.05 | 98.00 | -1.47 | 3 / 100 | – | – |" in table
     assert "| fashion-mnist-dt | no published number | 88.50 |" in table
     data = json.loads((tmp_path / REPORT_JSON).read_text())
     assert data["experiments"][0]["gap"] == pytest.approx(-1.47)
