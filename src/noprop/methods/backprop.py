@@ -34,13 +34,35 @@ from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.dt import embedding_dim_for
 from noprop.spec import DataSpec
 
-#: Initial mixing weight a_t = tanh(w_t) of the backprop chain. The paper does not give one;
-#: 0.5 lets each block start as an even blend of its input and its own estimate.
-INITIAL_MIX = 0.5
+#: Weight the start noise z_0 keeps in z_T when training starts: each a_t starts at
+#: ``1 - NOISE_LEFT ** (1 / T)``, so that ``prod_t (1 - a_t) = NOISE_LEFT``. For the paper's T = 10
+#: that is a_t = 0.50 (an even blend of input and estimate); for T = 1 it is a_1 = 0.999, where a
+#: fixed 0.5 would leave half of z_1 noise (measured: docs/methods.md, "The backprop baseline").
+NOISE_LEFT = 1e-3
+
+#: How the linear classifier on z_T starts (the paper gives no initialisation).
+CLASSIFIER_INITS = ("embedding", "default")
+
+
+def initial_mix_for(num_blocks: int) -> float:
+    """The starting a_t: ``1 - NOISE_LEFT ** (1 / T)``."""
+    return 1.0 - NOISE_LEFT ** (1.0 / num_blocks)
 
 
 class BackpropChain(Method):
-    """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end."""
+    """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end.
+
+    Two starting values the paper leaves open, both measured in docs/methods.md:
+
+    * ``classifier_init="embedding"`` (default): the classifier starts as the readout of the class
+      embedding, ``W_c = s * u_c / |u_c|^2`` and bias 0, so ``logit_c(u_y) = s`` for ``c = y``
+      (one-hot: ``W = s * I``). ``"default"`` is PyTorch's uniform(+-1/sqrt(d)) init, times ``s``.
+      z_T is a mixture of softmax-weighted embeddings, so with the default init the logits span
+      about 0.6 and some classes win nowhere on the simplex; AdamW at lr 1e-3 moves each weight by
+      at most ~1e-3 a step, and the chain stays near chance for hundreds of steps.
+    * ``initial_mix=None`` (default): every a_t starts at ``1 - NOISE_LEFT ** (1/T)`` (0.5 for T = 10);
+      a float starts every a_t there.
+    """
 
     name = "backprop"
     default_optimizer = "adamw"
@@ -50,6 +72,10 @@ class BackpropChain(Method):
         "embedding_dim": 20,
         "conv_padding": "auto",
     }
+    # initial_mix, classifier_init and classifier_scale are constructor keywords only: an entry
+    # here without a RunConfig field would be written to config.yaml and the checkpoint, which
+    # RunConfig.from_dict then refuses (resume, evaluate, predict). They join this mapping when
+    # each method gets its own config dataclass.
 
     def __init__(
         self,
@@ -59,17 +85,39 @@ class BackpropChain(Method):
         embedding: EmbeddingKind = "onehot",
         embedding_dim: int = 20,
         conv_padding: Padding = "auto",
+        initial_mix: float | None = None,
+        classifier_init: str = "embedding",
+        classifier_scale: float = 1.0,
     ) -> None:
         super().__init__(spec)
         if num_blocks < 1:
             raise ValueError(f"num_blocks (T) must be >= 1, got {num_blocks}")
+        if classifier_init not in CLASSIFIER_INITS:
+            raise ValueError(f"classifier_init must be one of {CLASSIFIER_INITS}, got {classifier_init!r}")
+        mix = initial_mix_for(num_blocks) if initial_mix is None else initial_mix
+        if not -1 < mix < 1:
+            raise ValueError(f"initial_mix must lie in (-1, 1) (a_t = tanh(w_t)), got {mix}")
         dim = embedding_dim_for(embedding, spec, embedding_dim)
         padding = resolve_padding(conv_padding, spec)
         self.num_blocks = num_blocks
         self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
         self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
-        self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(INITIAL_MIX)))
+        self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(mix)))
+        self.classifier_init = classifier_init
+        self.classifier_scale = classifier_scale
+        self._init_classifier()
+
+    @torch.no_grad()
+    def _init_classifier(self) -> None:
+        """Start the classifier (see the class docstring); re-run once prototypes are set."""
+        if self.classifier_init == "embedding":
+            w = self.embedding.weight
+            self.classifier.weight.copy_(self.classifier_scale * w / w.pow(2).sum(1, keepdim=True))
+            self.classifier.bias.zero_()
+        else:
+            self.classifier.weight.mul_(self.classifier_scale)
+            self.classifier.bias.mul_(self.classifier_scale)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {f"block{t}": list(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
@@ -82,6 +130,8 @@ class BackpropChain(Method):
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         if self.embedding.kind == "prototype":
             self.embedding.init_prototypes(train_x, train_y)
+            if self.classifier_init == "embedding":
+                self._init_classifier()
 
     def chain(self, x: Tensor, *, deterministic: bool = False,
               generator: torch.Generator | None = None) -> list[Tensor]:
