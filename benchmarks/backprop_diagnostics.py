@@ -29,6 +29,18 @@ def grad_norm(module: torch.nn.Module) -> float:
     return math.sqrt(sum(p.grad.pow(2).sum().item() for p in module.parameters() if p.grad is not None))
 
 
+@torch.no_grad()
+def simplex_check(m: BackpropChain) -> None:
+    """Which classes the starting classifier can predict for z on the simplex (one-hot z_T)."""
+    w, b = m.classifier.weight, m.classifier.bias
+    at_vertex = sorted(set((w.T + b).argmax(1).tolist()))
+    dirichlet = torch.distributions.Dirichlet(torch.full((w.shape[1],), 0.1))
+    z = dirichlet.sample((200_000,))
+    share = torch.bincount((z @ w.T + b).argmax(1), minlength=w.shape[0]).float() / len(z)
+    print(json.dumps({"classes_winning_at_a_vertex": at_vertex,
+                      "share_of_dirichlet_points_per_class": [round(v, 4) for v in share.tolist()]}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-T", type=int, default=10)
@@ -49,6 +61,7 @@ def main() -> None:
     m = BackpropChain(data.spec, num_blocks=a.T, embedding=a.embedding, initial_mix=a.mix,
                       classifier_init=a.cinit, classifier_scale=a.cscale)
     m.prepare(data.train_x, data.train_y)
+    simplex_check(m)
     opt = torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=1e-3)
     n, step, rows = len(data.train_y), 0, []
     g = torch.Generator().manual_seed(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -144,3 +146,18 @@ def test_backprop_fits_a_ten_class_problem_at_the_papers_learning_rate(num_block
     Trainer(method, data, config).fit()
     train_accuracy = evaluate_accuracy(method, data.train_x, data.train_y)
     assert train_accuracy > 0.8, f"T={num_blocks}: train accuracy {train_accuracy:.2f}"
+
+
+def test_backprop_classifier_starts_as_the_embedding_readout():
+    """logit_c(u_y) = s for c = y: W = s * I for one-hot; prototypes are read out once they are set."""
+    data = make_blobs(n_train=32, classes=4)
+    torch.manual_seed(0)
+    onehot = BackpropChain(data.spec, num_blocks=1, classifier_scale=2.0)
+    torch.testing.assert_close(onehot.classifier.weight, 2.0 * torch.eye(4))
+    assert (onehot.classifier.bias == 0).all()
+    assert math.isclose(torch.tanh(onehot.mix_logits).item(), 0.999, rel_tol=1e-6)
+    proto = BackpropChain(data.spec, num_blocks=2, embedding="prototype")
+    proto.prepare(data.train_x, data.train_y)
+    logits = proto.classifier(proto.embedding.weight)
+    torch.testing.assert_close(logits.diagonal(), torch.ones(4))
+    assert math.isclose(torch.tanh(proto.mix_logits[0]).item(), 1 - 1e-3 ** 0.5, rel_tol=1e-6)
