@@ -10,9 +10,12 @@ deep network and trained end to end::
     loss = CE(classifier(z_T), y)
 
 The paper does not state the loss; cross-entropy on the classifier's output is the only one its
-description admits (NOPROP-DETAILS.md Sec. 1.9). One :class:`TrainingUnit` updates everything, so
-the gradient of the loss flows back through all T blocks: the activations of every block are
-alive at once, which is what NoProp-DT avoids.
+description admits (NOPROP-DETAILS.md Sec. 1.9). Nor does it give the starting a_t or the
+classifier's initialisation; both decide whether the chain learns at lr 1e-3 (see
+:class:`BackpropChain`; measured in docs/methods.md, "The backprop baseline").
+
+One :class:`TrainingUnit` updates everything, so the gradient of the loss flows back through all
+T blocks: the activations of every block are alive at once, which is what NoProp-DT avoids.
 
 ``cnn`` is the everyday reference: the block's image branch (conv stack, FC(256), BatchNorm)
 then ReLU and a linear classifier, trained with back-propagation. The ReLU is our addition: without
@@ -32,23 +35,58 @@ from noprop.blocks import HIDDEN, DTBlock, ImageBranch, resolve_padding
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import ConvConfig, EmbeddingConfig
-from noprop.settings import setting
+from noprop.settings import ConfigError, setting
 from noprop.spec import DataSpec
 
-#: Initial mixing weight a_t = tanh(w_t) of the backprop chain. The paper does not give one;
-#: 0.5 lets each block start as an even blend of its input and its own estimate.
-INITIAL_MIX = 0.5
+#: Weight the start noise z_0 keeps in z_T when training starts: each a_t starts at
+#: ``1 - NOISE_LEFT ** (1 / T)``, so that ``prod_t (1 - a_t) = NOISE_LEFT``. For the paper's T = 10
+#: that is a_t = 0.50 (an even blend of input and estimate); for T = 1 it is a_1 = 0.999, where a
+#: fixed 0.5 would leave half of z_1 noise (measured: docs/methods.md, "The backprop baseline").
+NOISE_LEFT = 1e-3
+
+#: How the linear classifier on z_T starts (the paper gives no initialisation).
+CLASSIFIER_INITS = ("embedding", "default")
+
+
+def initial_mix_for(num_blocks: int) -> float:
+    """The starting a_t: ``1 - NOISE_LEFT ** (1 / T)``."""
+    return 1.0 - NOISE_LEFT ** (1.0 / num_blocks)
 
 
 @dataclass(frozen=True)
 class BackpropConfig(EmbeddingConfig):
-    """The chain's hyperparameters: NoProp-DT's architecture settings."""
+    """The chain's hyperparameters: NoProp-DT's architecture settings, and the two starting values
+    the paper leaves open (docs/methods.md, "The backprop baseline")."""
 
     num_blocks: int = setting(10, "number of chained blocks T", positive=True, shape=True, flags=("-T",))
+    initial_mix: float | None = setting(None, "backprop: every a_t starts here, in (-1, 1) (default: "
+                                        "1 - 0.001^(1/T), 0.5 for T = 10)")
+    classifier_init: str = setting("embedding", "backprop: the classifier starts as the class "
+                                   "embedding's readout (W_c = s u_c / |u_c|^2) or PyTorch's default",
+                                   choices=CLASSIFIER_INITS)
+    classifier_scale: float = setting(1.0, "backprop: the scale s of the classifier's start",
+                                      positive=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.initial_mix is not None and not -1 < self.initial_mix < 1:
+            raise ConfigError(f"initial_mix must lie in (-1, 1) (a_t = tanh(w_t)), got {self.initial_mix}")
 
 
 class BackpropChain(Method):
-    """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end."""
+    """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end.
+
+    Two starting values the paper leaves open, both measured in docs/methods.md:
+
+    * ``classifier_init="embedding"`` (default): the classifier starts as the readout of the class
+      embedding, ``W_c = s * u_c / |u_c|^2`` and bias 0, so ``logit_c(u_y) = s`` for ``c = y``
+      (one-hot: ``W = s * I``). ``"default"`` is PyTorch's uniform(+-1/sqrt(d)) init, times ``s``.
+      z_T is a mixture of softmax-weighted embeddings, so with the default init the logits span
+      about 0.6 and some classes win nowhere on the simplex; AdamW at lr 1e-3 moves each weight by
+      at most ~1e-3 a step: the chain plateaued near 0.55 on the digits for hundreds of steps.
+    * ``initial_mix=None`` (default): every a_t starts at ``1 - NOISE_LEFT ** (1/T)`` (0.5 for T = 10);
+      a float starts every a_t there.
+    """
 
     name = "backprop"
     default_optimizer = "adamw"
@@ -63,7 +101,21 @@ class BackpropChain(Method):
         self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
         self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
         self.classifier = nn.Linear(dim, spec.num_classes)
-        self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(INITIAL_MIX)))
+        mix = initial_mix_for(num_blocks) if self.config.initial_mix is None else self.config.initial_mix
+        self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(mix)))
+        self._init_classifier()
+
+    @torch.no_grad()
+    def _init_classifier(self) -> None:
+        """Start the classifier (see the class docstring); re-run once prototypes are set."""
+        scale = self.config.classifier_scale
+        if self.config.classifier_init == "embedding":
+            w = self.embedding.weight
+            self.classifier.weight.copy_(scale * w / w.pow(2).sum(1, keepdim=True))
+            self.classifier.bias.zero_()
+        else:
+            self.classifier.weight.mul_(scale)
+            self.classifier.bias.mul_(scale)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {f"block{t}": list(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
@@ -76,6 +128,8 @@ class BackpropChain(Method):
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         if self.embedding.kind == "prototype":
             self.embedding.init_prototypes(train_x, train_y)
+            if self.config.classifier_init == "embedding":
+                self._init_classifier()
 
     def chain(self, x: Tensor, *, deterministic: bool = False,
               generator: torch.Generator | None = None) -> list[Tensor]:
