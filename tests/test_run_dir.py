@@ -121,3 +121,20 @@ def test_a_time_budget_that_leaves_blocks_untrained_says_which(tmp_path, capsys)
     assert "model NoPropDT: block1..block3" in out and "total" in out
     assert "units took a step (block2, block3)" in out
     assert json.loads((run_dir / RESULTS).read_text())["untrained_units"] == ["block2", "block3"]
+
+
+@pytest.mark.parametrize("case", ["npz of 1x30 images", "mnist config on the 8x8 digits"])
+def test_images_too_small_for_the_block_are_one_line_and_leave_nothing(tmp_path, capsys, case) -> None:
+    import numpy as np
+
+    run_dir = tmp_path / "run"
+    if case.startswith("npz"):
+        np.savez(tmp_path / "flat.npz", x=np.random.rand(40, 1, 1, 30).astype("float32"), y=np.arange(40) % 2)
+        argv = ["--dataset", str(tmp_path / "flat.npz")]
+        expected = "1x30 images are too small for the paper's block"
+    else:
+        argv = ["--config", "mnist-dt", "--dataset", "digits"]
+        expected = "8x8 images are too small for the paper's block with valid (unpadded) convolutions"
+    assert main(["train", *argv, "--epochs", "1", "-q", "--device", "cpu", "--run-dir", str(run_dir)]) == 2
+    assert expected in one_error_line(capsys)
+    assert not run_dir.exists()

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
 Padding = Literal["auto", "valid", "same"]
@@ -42,11 +43,43 @@ def resolve_padding(padding: Padding, spec: DataSpec) -> int:
     return 0 if min(spec.height, spec.width) >= 16 else 1
 
 
+def conv_stack_output(size: int, padding: int) -> int:
+    """Side length after the image branch's conv-pool-conv-conv-pool (0: the image does not fit)."""
+    for op in ("conv", "pool", "conv", "conv", "pool"):
+        if op == "conv":
+            if size + 2 * padding < 3:
+                return 0
+            size = size + 2 * padding - 2
+        else:
+            if size < 2:
+                return 0
+            size //= 2
+    return size
+
+
+def smallest_image(padding: int) -> int:
+    """The smallest side length the image branch accepts at ``padding``."""
+    return next(s for s in range(1, 64) if conv_stack_output(s, padding) > 0)
+
+
+def check_image_fits(spec: DataSpec, padding: int) -> None:
+    """A one-line error, instead of a convolution's traceback, for images too small for the block."""
+    if min(conv_stack_output(spec.height, padding), conv_stack_output(spec.width, padding)) > 0:
+        return
+    kind = "valid (unpadded)" if padding == 0 else "padded"
+    hint = (f"use --conv-padding same (needs {smallest_image(1)}x{smallest_image(1)}) or larger images"
+            if padding == 0 else "use larger images")
+    side = smallest_image(padding)
+    raise ConfigError(f"{spec.height}x{spec.width} images are too small for the paper's block with {kind} "
+                      f"convolutions, which needs at least {side}x{side}; {hint}")
+
+
 class ImageBranch(nn.Module):
     """Conv stack of the paper's block ending in FC(256) and either BatchNorm (DT) or ReLU (CT/FM)."""
 
     def __init__(self, spec: DataSpec, *, padding: int, batch_norm: bool) -> None:
         super().__init__()
+        check_image_fits(spec, padding)
         self.spec = spec
         self.features = nn.Sequential(
             nn.Conv2d(spec.channels, 32, 3, padding=padding),
