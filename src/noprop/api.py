@@ -27,6 +27,7 @@ from torch import Tensor
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
+from noprop.data.base import standardise
 from noprop.data.user import images_from_array
 from noprop.methods import Method
 from noprop.run import load_run, prepare_run_dir, run_dir_lock, train_run
@@ -61,13 +62,6 @@ def _statistics(x: Tensor) -> Normalization:
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist())
-
-
-def _standardise(x: Tensor, normalization: Normalization | None) -> Tensor:
-    if normalization is None:
-        return x
-    mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in normalization)
-    return (x - mean) / std
 
 
 class Classifier:
@@ -112,7 +106,7 @@ class Classifier:
             val_x, val_y = _from_loader(validation)
         num_classes = int(max(train_y.max(), val_y.max())) + 1
         stats = _statistics(train_x)
-        data = ClassificationData("user", _standardise(train_x, stats), train_y, _standardise(val_x, stats),
+        data = ClassificationData("user", standardise(train_x, stats), train_y, standardise(val_x, stats),
                                   val_y, num_classes=num_classes, normalization=stats)
         trainer, self.results = train_run(self.config.replace(dataset="user"), self.run_dir, data=data,
                                           overwrite=self.overwrite)
@@ -131,7 +125,7 @@ class Classifier:
         if self.spec is not None and tuple(images.shape[1:]) != self.spec.image_shape:
             raise DataError(f"inputs are {'x'.join(map(str, images.shape[1:]))} images but the model takes "
                             f"{'x'.join(map(str, self.spec.image_shape))} (channels x height x width)")
-        return _standardise(images, self.normalization)
+        return standardise(images, self.normalization)
 
     @torch.inference_mode()
     def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from noprop.data import DataError
+from noprop.data.base import standardise
 from noprop.data.user import IMAGE_SUFFIXES, images_from_array, read_image_files
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
@@ -107,10 +108,7 @@ def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | No
     if tuple(t.shape[2:]) != size:
         notes.append(f"resized {len(t)} inputs from {t.shape[2]}x{t.shape[3]} to {size[0]}x{size[1]}")
         t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-    if normalization is not None:
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
-        t = (t - mean) / std
-    return t.contiguous(), notes
+    return standardise(t, normalization).contiguous(), notes
 
 
 @torch.inference_mode()

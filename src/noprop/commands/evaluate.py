@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from noprop.commands.args import positive_int
 from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
+from noprop.data.base import standardise, unstandardise
 from noprop.run import load_run
 from noprop.training.device import check_device, resolve_device
 from noprop.training.trainer import evaluate_accuracy
@@ -58,9 +57,5 @@ def _as_the_model_saw(data: ClassificationData, normalization: list[list[float]]
     """``data``'s test images re-standardised from its own statistics to the model's."""
     if normalization is None or data.normalization is None:
         return data
-    shape = (1, -1) + (1,) * (data.test_x.dim() - 2)
-    own_mean, own_std = (torch.tensor(v).view(shape) for v in data.normalization)
-    mean, std = (torch.tensor(v).view(shape) for v in normalization)
-    raw = data.test_x * own_std + own_mean
-    data.test_x = (raw - mean) / std
+    data.test_x = standardise(unstandardise(data.test_x, data.normalization), normalization)
     return data

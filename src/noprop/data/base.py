@@ -66,6 +66,31 @@ class ClassificationData:
         return DataSpec(channels=c, height=h, width=w, num_classes=self.num_classes)
 
 
+Normalization = tuple[tuple[float, ...], tuple[float, ...]] | list[list[float]]
+
+
+def _channel_stats(x: Tensor, normalization: Normalization) -> tuple[Tensor, Tensor]:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(shape) for v in normalization)
+    return mean, std
+
+
+def standardise(x: Tensor, normalization: Normalization | None) -> Tensor:
+    """``(x - mean) / std`` per channel (dim 1), as a dataset was prepared; ``None``: ``x``."""
+    if normalization is None:
+        return x
+    mean, std = _channel_stats(x, normalization)
+    return (x - mean) / std
+
+
+def unstandardise(x: Tensor, normalization: Normalization | None) -> Tensor:
+    """The inverse of :func:`standardise`: ``x * std + mean`` per channel."""
+    if normalization is None:
+        return x
+    mean, std = _channel_stats(x, normalization)
+    return x * std + mean
+
+
 def batches(
     x: Tensor,
     y: Tensor,
