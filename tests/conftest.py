@@ -46,3 +46,16 @@ def mnist_dir() -> Path:
     if not (path / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"MNIST not found at {path}")
     return path
+
+
+@pytest.fixture
+def cli_run(tmp_path) -> tuple[list[str], Path]:
+    """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
+    from noprop.cli import main
+    from test_resume import make_blobs, write_npz
+
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+             "-q", "--run-dir", str(tmp_path / "run")]
+    assert main(["train", *flags]) == 0
+    return flags, tmp_path / "run"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,16 +17,6 @@ from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 from test_resume import make_blobs, tiny_config, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def cli_run(tmp_path) -> tuple[list[str], Path]:
-    """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
-    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
-    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-             "-q", "--run-dir", str(tmp_path / "run")]
-    assert main(["train", *flags]) == 0
-    return flags, tmp_path / "run"
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:

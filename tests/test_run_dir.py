@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,21 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def run(tmp_path) -> tuple[list[str], Path]:
-    """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
-    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
-    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-             "-q", "--run-dir", str(tmp_path / "run")]
+def umask_022():
     old = os.umask(0o022)
-    try:
-        assert main(["train", *flags]) == 0
-    finally:
-        os.umask(old)
-    return flags, tmp_path / "run"
+    yield
+    os.umask(old)
 
 
-def test_run_files_are_readable_by_others_under_umask_022(run) -> None:
-    _, run_dir = run
+def test_run_files_are_readable_by_others_under_umask_022(umask_022, cli_run) -> None:
+    _, run_dir = cli_run
     for name in (CHECKPOINT, RESULTS, METRICS, CONFIG):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
 
@@ -54,16 +46,16 @@ def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, capsys, problem
     assert not run_dir.exists()
 
 
-def test_a_failed_resume_keeps_the_run_as_it_was(run, capsys) -> None:
-    flags, run_dir = run
+def test_a_failed_resume_keeps_the_run_as_it_was(cli_run, capsys) -> None:
+    flags, run_dir = cli_run
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     assert main(["train", *flags, "--resume", "--epochs", "2", "--batch-size", "8"]) == 2
     assert "cannot change batch_size" in one_error_line(capsys)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
-def test_a_changed_lr_on_resume_is_applied_and_recorded(run) -> None:
-    flags, run_dir = run
+def test_a_changed_lr_on_resume_is_applied_and_recorded(cli_run) -> None:
+    flags, run_dir = cli_run
     assert main(["train", *flags, "--resume", "--epochs", "2", "--lr", "0.01"]) == 0
     assert yaml.safe_load((run_dir / CONFIG).read_text())["lr"] == 0.01
     state = load_checkpoint(run_dir / CHECKPOINT)
@@ -71,8 +63,8 @@ def test_a_changed_lr_on_resume_is_applied_and_recorded(run) -> None:
     assert lrs == {0.01}
 
 
-def test_resuming_a_finished_run_says_so_and_rewrites_nothing(run, capsys) -> None:
-    flags, run_dir = run
+def test_resuming_a_finished_run_says_so_and_rewrites_nothing(cli_run, capsys) -> None:
+    flags, run_dir = cli_run
 
     def files() -> dict[str, tuple[bytes, int]]:
         return {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
@@ -84,14 +76,14 @@ def test_resuming_a_finished_run_says_so_and_rewrites_nothing(run, capsys) -> No
     assert files() == before
 
 
-def test_resume_and_overwrite_together_is_an_error(run, capsys) -> None:
-    flags, _ = run
+def test_resume_and_overwrite_together_is_an_error(cli_run, capsys) -> None:
+    flags, _ = cli_run
     assert main(["train", *flags, "--resume", "--overwrite"]) == 2
     assert "give one of them" in one_error_line(capsys)
 
 
-def test_a_resumed_run_says_where_it_resumes(run, capsys) -> None:
-    flags, _ = run
+def test_a_resumed_run_says_where_it_resumes(cli_run, capsys) -> None:
+    flags, _ = cli_run
     flags = [f for f in flags if f != "-q"]
     assert main(["train", *flags, "--resume", "--epochs", "2"]) == 0
     captured = capsys.readouterr()
