@@ -19,7 +19,7 @@ import torch
 from noprop.methods import build_method, method_class
 from noprop.spec import DataSpec
 
-MNIST = DataSpec(channels=1, height=28, width=28, num_classes=10)
+MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
 
 
 def saved_bytes(fn) -> int:
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["dt", "backprop", "cnn", "local", "ff"])
     args = p.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, *MNIST.image_shape)
+    x = torch.randn(args.batch_size, *MNIST.input_shape)
     y = torch.randint(0, MNIST.num_classes, (args.batch_size,))
     print(f"batch {args.batch_size}, T = {args.num_blocks}, torch {torch.__version__}\n")
     print("| method | units | saved activations, largest unit (MB) | parameters (MB) |")

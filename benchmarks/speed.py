@@ -48,7 +48,7 @@ from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
 from noprop.training.trainer import make_optimizers
 
-MNIST = DataSpec(channels=1, height=28, width=28, num_classes=10)
+MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
 VARIANTS = {"a": "NoProp-DT, one block at a time", "b": "NoProp-DT, fused", "c": "backprop, same blocks"}
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * max(args.steps, 4)
-    data_x = torch.randn(n, *MNIST.image_shape, generator=g).to(device)
+    data_x = torch.randn(n, *MNIST.input_shape, generator=g).to(device)
     data_y = torch.randint(0, MNIST.num_classes, (n,), generator=g).to(device)
     hp = {"num_blocks": args.num_blocks}
     variants = {

@@ -135,7 +135,7 @@ def test_run_one_records_accuracy_memory_readouts_and_parameters(tmp_path):
     assert record["train_peak_mb"] > 0 and record["process_peak_rss_mb"] > record["train_peak_mb"]
     assert len(record["readout_accuracies"]) == 4  # one per local head
     assert record["readout_accuracies"][-1] == record["test_accuracy"]
-    digits = LocalLearning(DataSpec(channels=1, height=8, width=8, num_classes=10))
+    digits = LocalLearning(DataSpec.image(channels=1, height=8, width=8, num_classes=10))
     assert record["num_parameters"] == sum(p.numel() for p in digits.parameters())
 
 

@@ -9,12 +9,12 @@ from torch import Tensor
 from noprop.methods import NoPropCT, NoPropFM, build_method
 from noprop.spec import DataSpec
 
-SPEC = DataSpec(channels=1, height=8, width=8, num_classes=3)
+SPEC = DataSpec.image(channels=1, height=8, width=8, num_classes=3)
 
 
 def _batch(n: int = 6) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, *SPEC.image_shape, generator=g), torch.arange(n) % SPEC.num_classes
+    return torch.randn(n, *SPEC.input_shape, generator=g), torch.arange(n) % SPEC.num_classes
 
 
 def test_ct_has_one_block_one_training_unit_and_the_paper_defaults() -> None:
@@ -107,7 +107,7 @@ def test_posterior_sampler_with_a_perfect_denoiser_reproduces_q_z1() -> None:
     method = NoPropCT(SPEC).eval()
     n = 4000
     y = torch.arange(n) % SPEC.num_classes
-    x = torch.zeros(n, *SPEC.image_shape)
+    x = torch.zeros(n, *SPEC.input_shape)
     u = torch.eye(SPEC.num_classes)[y]
     method.block.forward_features = lambda f, z, t: 50.0 * u[: len(f)]  # type: ignore[method-assign]
     with torch.no_grad():

@@ -70,7 +70,7 @@ def test_load_dataset_finds_and_verifies_the_binary_folder(tmp_path: Path, monke
     monkeypatch.setitem(CATALOG, name, dataclasses.replace(CATALOG[name], layouts=layouts))
     data = load_dataset(name, tmp_path)
     assert data.num_classes == classes and len(data.class_names) == classes
-    assert data.spec.image_shape == (3, 32, 32) and data.train_transform is not None
+    assert data.spec.input_shape == (3, 32, 32) and data.train_transform is not None
 
 
 def test_the_official_binary_checksums_reject_a_look_alike_folder(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_load_dataset_reads_verified_cifar_with_normalisation_and_augmentation(
     _with_layout(monkeypatch, name, archive)  # the test archive's md5 stands in for the official one
     data = load_dataset(name, tmp_path)
     info = CATALOG[name]
-    assert data.spec.image_shape == (3, 32, 32) and data.num_classes == classes
+    assert data.spec.input_shape == (3, 32, 32) and data.num_classes == classes
     assert len(data.class_names) == classes
     expected_red = (5 / 255 - info.mean[0]) / info.std[0]
     assert data.train_x[5, 0, 0, 0].item() == pytest.approx(expected_red, abs=1e-5)

@@ -37,9 +37,9 @@ def test_npz_shapes_and_classes_are_read_from_the_data(tmp_path: Path) -> None:
 
 def test_npz_channels_last_and_greyscale_layouts_are_recognised(tmp_path: Path) -> None:
     x, y = _images(shape=(12, 10, 3))
-    assert load_dataset(str(_npz(tmp_path / "hwc.npz", x=x, y=y))).spec.image_shape == (3, 12, 10)
+    assert load_dataset(str(_npz(tmp_path / "hwc.npz", x=x, y=y))).spec.input_shape == (3, 12, 10)
     x, y = _images(shape=(9, 7))
-    assert load_dataset(str(_npz(tmp_path / "grey.npz", x=x, y=y))).spec.image_shape == (1, 9, 7)
+    assert load_dataset(str(_npz(tmp_path / "grey.npz", x=x, y=y))).spec.input_shape == (1, 9, 7)
 
 
 def test_npz_given_test_split_is_used_as_is(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_image_folder_classes_are_the_sorted_sub_folders(tmp_path: Path) -> None
     (tmp_path / "pets" / "cat" / "notes.txt").write_text("not an image")  # ignored
     data = load_dataset(str(tmp_path / "pets"))
     assert data.class_names == ("bird", "cat", "dog")
-    assert data.spec.image_shape == (3, 6, 8) and data.num_classes == 3
+    assert data.spec.input_shape == (3, 6, 8) and data.num_classes == 3
     assert len(data.train_x) + len(data.test_x) == 15
 
 
@@ -77,7 +77,7 @@ def test_image_folder_with_train_and_test_and_greyscale(tmp_path: Path) -> None:
     _write_images(tmp_path / "d" / "train", {"a": 4, "b": 4}, mode="L")
     _write_images(tmp_path / "d" / "test", {"a": 2, "b": 1}, mode="L")
     data = load_dataset(str(tmp_path / "d"))
-    assert data.spec.image_shape == (1, 6, 8)
+    assert data.spec.input_shape == (1, 6, 8)
     assert len(data.train_x) == 8 and data.test_y.tolist() == [0, 0, 1]
 
 
@@ -154,7 +154,7 @@ def test_train_on_own_npz_adapts_the_model_end_to_end(tmp_path: Path, capsys) ->
     results = json.loads((run / "results.json").read_text())
     assert results["dataset"] == "tiny" and results["epochs"] == 1
     spec = torch.load(run / "checkpoint.pt", weights_only=False)["spec"]
-    assert spec == {"channels": 3, "height": 12, "width": 12, "num_classes": 4}
+    assert spec == {"input_shape": [3, 12, 12], "num_classes": 4}
 
 
 def test_cli_bad_dataset_is_one_line_exit_2(tmp_path: Path, capsys) -> None:

@@ -256,7 +256,7 @@ def test_data_layout_and_single_unit_methods_train_everything_on_every_rank():
 
 
 def test_batchnorm_statistics_travel_with_their_block():
-    method = build_method("dt", DataSpec(1, 8, 8, 3), {"num_blocks": 2})
+    method = build_method("dt", DataSpec.image(1, 8, 8, 3), {"num_blocks": 2})
     buffers = group_buffers(method)
     ids = {g: {id(b) for b in bs} for g, bs in buffers.items()}
     assert set(buffers) == {"block1", "block2"}  # one-hot embedding and schedule tables stay put

@@ -11,7 +11,8 @@ from noprop.methods import NoPropDT
 from noprop.spec import DataSpec
 from noprop.training.trainer import Trainer, evaluate_accuracy
 
-MNIST, CIFAR10, CIFAR100 = DataSpec(1, 28, 28, 10), DataSpec(3, 32, 32, 10), DataSpec(3, 32, 32, 100)
+MNIST, CIFAR10 = DataSpec.image(1, 28, 28, 10), DataSpec.image(3, 32, 32, 10)
+CIFAR100 = DataSpec.image(3, 32, 32, 100)
 
 
 def _params(module: torch.nn.Module) -> float:
@@ -34,13 +35,13 @@ def test_time_block_matches_paper_parameter_count(spec: DataSpec, dim: int, pape
 
 
 def test_small_images_fall_back_to_padded_convolutions() -> None:
-    model = NoPropDT(DataSpec(1, 8, 8, 10), num_blocks=2)
+    model = NoPropDT(DataSpec.image(1, 8, 8, 10), num_blocks=2)
     out = model.predict_logits(torch.randn(3, 1, 8, 8))
     assert out.shape == (3, 10)
 
 
 def test_sampler_is_reproducible_with_a_generator_and_deterministic_mode_ignores_noise() -> None:
-    model = NoPropDT(DataSpec(1, 8, 8, 4), num_blocks=3).eval()
+    model = NoPropDT(DataSpec.image(1, 8, 8, 4), num_blocks=3).eval()
     x = torch.randn(5, 1, 8, 8)
 
     def run(seed: int, deterministic: bool) -> torch.Tensor:
@@ -55,7 +56,7 @@ def test_sampler_is_reproducible_with_a_generator_and_deterministic_mode_ignores
 
 def test_sampler_uses_posterior_coefficients_of_each_step() -> None:
     """With blocks that predict the true label exactly, the chain's mean follows the q-marginals."""
-    model = NoPropDT(DataSpec(1, 8, 8, 4), num_blocks=5).eval()
+    model = NoPropDT(DataSpec.image(1, 8, 8, 4), num_blocks=5).eval()
     u = model.embedding.weight[1]
     model.denoise = lambda t, x, z: u.expand_as(z)  # a perfect denoiser
     torch.manual_seed(0)

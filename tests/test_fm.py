@@ -10,12 +10,12 @@ from noprop.flow import LinearPath, euler_integrate
 from noprop.methods import NoPropFM, build_method
 from noprop.spec import DataSpec
 
-SPEC = DataSpec(channels=1, height=8, width=8, num_classes=3)
+SPEC = DataSpec.image(channels=1, height=8, width=8, num_classes=3)
 
 
 def _batch(n: int = 6) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, *SPEC.image_shape, generator=g), torch.arange(n) % SPEC.num_classes
+    return torch.randn(n, *SPEC.input_shape, generator=g), torch.arange(n) % SPEC.num_classes
 
 
 # -- the path ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from noprop.methods.dt_fused import StackedBlocks, fused_loss
 from noprop.spec import DataSpec
 from noprop.training.trainer import Trainer, make_optimizers
 
-SPEC = DataSpec(channels=1, height=8, width=8, num_classes=4)
+SPEC = DataSpec.image(channels=1, height=8, width=8, num_classes=4)
 T = 3
 BATCH = 16
 
@@ -36,7 +36,7 @@ def make_model(embedding: str = "onehot", *, seed: int = 0, dtype: torch.dtype =
 
 def batch(seed: int = 1, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, *SPEC.image_shape, generator=g, dtype=dtype)
+    x = torch.randn(BATCH, *SPEC.input_shape, generator=g, dtype=dtype)
     return x, torch.randint(0, 4, (BATCH,), generator=g)
 
 

@@ -11,7 +11,7 @@ from noprop.methods import NoPropDT
 from noprop.spec import DataSpec
 from noprop.training.trainer import Trainer
 
-SPEC = DataSpec(1, 8, 8, 4)
+SPEC = DataSpec.image(1, 8, 8, 4)
 
 
 def _batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,7 +72,7 @@ def test_posterior_coefficients_match_monte_carlo_regression(t: int) -> None:
 @pytest.mark.parametrize("level", [0, 4, 10])
 def test_noisy_label_samples_have_the_marginal_moments(level: int) -> None:
     torch.manual_seed(0)
-    model = NoPropDT(DataSpec(1, 8, 8, 5), num_blocks=10, embedding="learned", embedding_dim=6)
+    model = NoPropDT(DataSpec.image(1, 8, 8, 5), num_blocks=10, embedding="learned", embedding_dim=6)
     u = model.embedding.weight[2].detach().expand(200_000, -1)
     z = model.noisy_label(u, level).detach()
     ab = model.schedule.alpha_bar[level]

@@ -122,9 +122,9 @@ class Classifier:
     def _prepare(self, x: ArrayLike) -> Tensor:
         """Inputs as the model was trained on: shape checked, standardised."""
         images = _as_images(x)
-        if self.spec is not None and tuple(images.shape[1:]) != self.spec.image_shape:
+        if self.spec is not None and tuple(images.shape[1:]) != self.spec.input_shape:
             raise DataError(f"inputs are {'x'.join(map(str, images.shape[1:]))} images but the model takes "
-                            f"{'x'.join(map(str, self.spec.image_shape))} (channels x height x width)")
+                            f"{'x'.join(map(str, self.spec.input_shape))} (channels x height x width)")
         return standardise(images, self.normalization)
 
     @torch.inference_mode()
@@ -177,7 +177,7 @@ class Classifier:
         clf = cls.__new__(cls)
         clf.config, clf.run_dir, clf.model, clf.results = run.config, Path(path), run.method, None
         clf.overwrite, clf._trainer = False, None
-        clf.spec = DataSpec(**run.checkpoint["spec"])
+        clf.spec = DataSpec.from_dict(run.checkpoint["spec"])
         norm = (run.checkpoint.get("data_info") or {}).get("normalization")
         clf.normalization = (tuple(norm[0]), tuple(norm[1])) if norm else None
         return clf

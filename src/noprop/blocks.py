@@ -96,14 +96,14 @@ class ImageBranch(nn.Module):
             nn.Flatten(),
         )
         with torch.no_grad():
-            flat = self.features(torch.zeros(1, *spec.image_shape)).shape[1]
+            flat = self.features(torch.zeros(1, *spec.input_shape)).shape[1]
         self.project = nn.Linear(flat, HIDDEN)
         self.out = nn.BatchNorm1d(HIDDEN) if batch_norm else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(batch, C, H, W)``, or flat ``(batch, C*H*W)`` for a prototype-shaped label."""
         if x.dim() == 2:
-            x = x.reshape(x.shape[0], *self.spec.image_shape)
+            x = x.reshape(x.shape[0], *self.spec.input_shape)
         return self.out(self.project(self.features(x)))
 
 
@@ -128,7 +128,7 @@ class ResidualLabelBranch(nn.Module):
 
 def _label_branch(spec: DataSpec, dim: int, *, padding: int, batch_norm: bool) -> nn.Module:
     """A prototype label (``dim`` = image size) goes through its own copy of the conv path."""
-    if dim == spec.image_size and dim > spec.num_classes:
+    if dim == spec.input_size and dim > spec.num_classes:
         return ImageBranch(spec, padding=padding, batch_norm=batch_norm)
     if batch_norm:
         return ResidualLabelBranch(dim)

@@ -25,7 +25,7 @@ EMBEDDING_KINDS: tuple[str, ...] = ("onehot", "learned", "prototype")
 
 def embedding_dim_for(kind: EmbeddingKind, spec: DataSpec, learned_dim: int) -> int:
     """``d`` for each embedding kind: C (one-hot), ``learned_dim``, or the image size (prototype)."""
-    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.image_size}[kind]
+    return {"onehot": spec.num_classes, "learned": learned_dim, "prototype": spec.input_size}[kind]
 
 
 class ClassEmbedding(nn.Module):

@@ -117,7 +117,7 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
     the class probabilities of that many passes of the stochastic sampler (seeded)."""
     info = run.checkpoint.get("data_info") or {}
-    spec = DataSpec(**run.checkpoint["spec"])
+    spec = DataSpec.from_dict(run.checkpoint["spec"])
     sources, raw = read_inputs(paths)
     x, notes = prepare(raw, spec, info.get("normalization"))
     method = run.method.eval()

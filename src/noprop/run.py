@@ -226,7 +226,7 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    method = build_method(config.method, DataSpec(**state["spec"]), config.method_config)
+    method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
     method.load_state_dict(state["model"])
     method.to(map_location).eval()
     return LoadedRun(method=method, config=config, checkpoint=state)

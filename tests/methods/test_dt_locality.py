@@ -10,7 +10,7 @@ from torch import Tensor
 from noprop.methods import NoPropDT
 from noprop.spec import DataSpec
 
-SPEC = DataSpec(1, 8, 8, 4)
+SPEC = DataSpec.image(1, 8, 8, 4)
 T = 4
 
 

@@ -32,7 +32,7 @@ class ToyLocal(Method):
     def __init__(self, spec: DataSpec, config: ToyConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
         w = self.config.width
-        self.layers = nn.ModuleList([nn.Linear(spec.image_size, w), nn.Linear(w, w)])
+        self.layers = nn.ModuleList([nn.Linear(spec.input_size, w), nn.Linear(w, w)])
         self.heads = nn.ModuleList([nn.Linear(w, spec.num_classes) for _ in range(2)])
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -151,7 +151,7 @@ def _decodes(info: DatasetInfo, found: Found) -> bool:
         print(f"{info.name}: FAILED  {err}")
         return False
     print(f"{info.name}: readable: {len(data.train_x)} train / {len(data.test_x)} test images of "
-          f"{'x'.join(map(str, data.spec.image_shape))}, {data.num_classes} classes")
+          f"{data.spec.describe()}, {data.num_classes} classes")
     return True
 
 

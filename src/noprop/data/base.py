@@ -25,7 +25,7 @@ class DataError(ValueError):
 
 @dataclass
 class ClassificationData:
-    """Normalised float images ``(N, C, H, W)`` and integer labels ``(N,)`` for train and test.
+    """Normalised float inputs (images ``(N, C, H, W)``, features ``(N, D)``) and labels ``(N,)``.
 
     ``train_transform`` is the dataset's training augmentation (CIFAR: random crop and flip), or
     ``None``; the trainer applies it to each training batch only when the run asks for it.
@@ -46,8 +46,9 @@ class ClassificationData:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
-            if x.dim() != 4:
-                raise DataError(f"{self.name}: {split} images must be (N, C, H, W), got {tuple(x.shape)}")
+            if x.dim() < 2:
+                raise DataError(f"{self.name}: {split} inputs must be (N, ...) examples, e.g. images "
+                                f"(N, C, H, W) or features (N, D); got {tuple(x.shape)}")
             if y.dim() != 1 or len(y) != len(x):
                 raise DataError(
                     f"{self.name}: {split} has {len(x)} images but labels of shape {tuple(y.shape)}"
@@ -62,8 +63,7 @@ class ClassificationData:
 
     @property
     def spec(self) -> DataSpec:
-        _, c, h, w = self.train_x.shape
-        return DataSpec(channels=c, height=h, width=w, num_classes=self.num_classes)
+        return DataSpec(tuple(self.train_x.shape[1:]), self.num_classes)
 
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]] | list[list[float]]

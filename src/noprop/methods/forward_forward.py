@@ -70,14 +70,14 @@ class ForwardForward(Method):
     def __init__(self, spec: DataSpec, config: MethodConfig | None = None, *,
                  hidden: Sequence[int] = PAPER_HIDDEN) -> None:
         super().__init__(spec, config)
-        if spec.image_size <= spec.num_classes:
+        if spec.input_size <= spec.num_classes:
             raise ValueError(
                 f"Forward-Forward writes the label into the first {spec.num_classes} input values; "
-                f"images of {spec.image_size} values are too small"
+                f"images of {spec.input_size} values are too small"
             )
         if not hidden:
             raise ValueError("Forward-Forward needs at least one hidden layer")
-        sizes = [spec.image_size, *hidden]
+        sizes = [spec.input_size, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

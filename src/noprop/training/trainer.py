@@ -24,7 +24,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,6 +36,7 @@ from noprop._version import __version__
 from noprop.config import RunConfig, model_differences
 from noprop.data.base import ClassificationData, batches, num_batches
 from noprop.methods.base import Method
+from noprop.spec import DataSpec
 from noprop.training.checkpoint import (
     CheckpointError,
     atomic_write_json,
@@ -247,7 +247,7 @@ class Trainer:
         return {
             "noprop_version": __version__,
             "config": self.resolved_config(),
-            "spec": asdict(self.data.spec),
+            "spec": self.data.spec.to_dict(),
             # how to prepare new inputs and name the classes (noprop predict)
             "data_info": {
                 "name": self.data.name,
@@ -271,9 +271,11 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; a checkpoint of another model raises, naming the difference."""
         diffs = model_differences(state["config"], self.config)
-        now = asdict(self.data.spec)
-        diffs += [f"{k}: checkpoint has {state['spec'].get(k)!r}, this run has {v!r}"
-                  for k, v in now.items() if state["spec"].get(k) != v]
+        saved, now = DataSpec.from_dict(state["spec"]), self.data.spec
+        if saved.input_shape != now.input_shape:
+            diffs.append(f"input shape: checkpoint has {saved.describe()}, this run has {now.describe()}")
+        if saved.num_classes != now.num_classes:
+            diffs.append(f"num_classes: checkpoint has {saved.num_classes}, this run has {now.num_classes}")
         missing = sorted(set(self.optimizers) - set(state["optimizers"]))
         if missing and not diffs:
             diffs.append(f"parameter groups: checkpoint lacks {', '.join(missing)}")
