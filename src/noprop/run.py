@@ -213,6 +213,19 @@ def checkpoint_path(path: Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def load_model_state(method: Method, model_state: dict[str, Any], source: str) -> None:
+    """``method.load_state_dict``, with a one-line error when the saved tensors do not fit the model
+    the config builds (a user's encoder whose code changed since the run, say)."""
+    try:
+        method.load_state_dict(model_state)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        encoder = getattr(method.config, "encoder", None)
+        built = f" (encoder {encoder})" if encoder else ""
+        raise CheckpointError(f"{source}: the saved model does not fit the one its config builds{built}: "
+                              f"{first}") from None
+
+
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
     """Load a run directory, checkpoint or exported ``.safetensors`` model, ready to predict."""
     from noprop.export import is_exported, read_model
@@ -226,7 +239,10 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
-    method.load_state_dict(state["model"])
+    try:
+        method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
+    except ConfigError as err:  # e.g. a user's encoder that cannot be imported here
+        raise CheckpointError(f"{path}: cannot rebuild the model: {err}") from None
+    load_model_state(method, state["model"], str(path))
     method.to(map_location).eval()
     return LoadedRun(method=method, config=config, checkpoint=state)

@@ -607,6 +607,7 @@ class Trainer:
             # an order only exists between several units (DT unfused); None for CT, FM, fused DT
             "block_order": self.config.block_order if len(self.units) > 1 else None,
             "untrained_units": self.untrained_units(),
+            **self.method.describe(),
             **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
