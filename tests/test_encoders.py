@@ -165,3 +165,25 @@ def test_resuming_with_another_encoder_names_the_difference(tmp_path, blobs) -> 
     with pytest.raises(CheckpointError, match="encoder: checkpoint has 'user_encoders:TinyConv'"):
         train_run(config.replace(encoder="user_encoders:conv_for", epochs=2), tmp_path / "run",
                   data=blobs, resume=True)
+
+
+def test_the_cli_trains_evaluates_and_predicts_with_a_user_encoder(tmp_path, capsys) -> None:
+    from noprop.cli import main
+    from test_resume import make_blobs, write_npz
+
+    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset), "--encoder", TINY, "-T", "2", "--epochs", "1",
+                 "--batch-size", "16", "--device", "cpu", "-q", "--run-dir", str(run)]) == 0
+    assert (run / "config.yaml").read_text().count(f"encoder: {TINY}") == 1
+    assert main(["evaluate", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(dataset)]) == 0
+    assert capsys.readouterr().out.startswith("input,class_index,class_name,probability")
+
+
+def test_the_cli_refuses_an_encoder_for_a_method_without_one(capsys) -> None:
+    from noprop.cli import main
+
+    assert main(["train", "--method", "ff", "--encoder", "mlp", "--epochs", "1"]) == 2
+    assert "method ff does not take encoder" in capsys.readouterr().err
