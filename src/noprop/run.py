@@ -182,22 +182,34 @@ def train_run(
     ``reuse_finished`` returns it with its saved results; either way nothing is rewritten.
     """
     config = config.resolved()
-    lock = run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
-    with lock:
-        if run_dir is not None:
-            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-            remove_stale_temporaries(run_dir)
-        if data is None:
-            data = load_dataset(config.dataset, config.data_dir)
+    with opened_run(config, run_dir, resume=resume, overwrite=overwrite, data=data) as data:
         trainer = Trainer(build_for(config, data), data, config, run_dir)
         if resume:
             trainer.resume()
-            if trainer.finished and reuse_finished and (run_dir / RESULTS).is_file():
+            if trainer.finished and reuse_finished and run_dir is not None and (run_dir / RESULTS).is_file():
                 return trainer, json.loads((run_dir / RESULTS).read_text())
-            if trainer.finished:
-                raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {config.epochs} "
-                                  "epochs; pass --epochs N with N larger to train on")
+            refuse_finished(trainer, run_dir)
         return trainer, trainer.fit()
+
+
+@contextlib.contextmanager
+def opened_run(config: RunConfig, run_dir: Path | None, *, resume: bool, overwrite: bool,
+               data: ClassificationData | None) -> Iterator[ClassificationData]:
+    """What every training process does before its trainer exists (one process, or rank 0 of
+    several): lock and prepare ``run_dir`` (``None``: no files), clear stale temporaries, load the
+    data unless given. Yields the data; the lock is held until the block ends."""
+    with run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext():
+        if run_dir is not None:
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            remove_stale_temporaries(run_dir)
+        yield data if data is not None else load_dataset(config.dataset, config.data_dir)
+
+
+def refuse_finished(trainer: Trainer, run_dir: Path | None) -> None:
+    """A resumed run that has trained all its epochs: :class:`RunFinished`, nothing rewritten."""
+    if trainer.finished:
+        raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {trainer.config.epochs} "
+                          "epochs; pass --epochs N with N larger to train on")
 
 
 @dataclass
