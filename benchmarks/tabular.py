@@ -31,9 +31,9 @@ START, END = "<!-- tabular:start -->", "<!-- tabular:end -->"
 METHODS = ["dt", "ct", "fm", "backprop", "cnn"]
 #: (dataset, epochs): the embedded scikit-learn tables and the shipped synthetic one.
 TABLES = [
-    ("breast-cancer", 100),
-    ("wine", 100),
-    ("tests/fixtures/synthetic-table.csv", 30),
+    ("breast-cancer", 40),
+    ("wine", 60),
+    ("tests/fixtures/synthetic-table.csv", 10),
 ]
 LABELS = {"dt": "NoProp-DT", "ct": "NoProp-CT", "fm": "NoProp-FM",
           "backprop": "Backprop (same blocks)", "cnn": "Plain MLP (backprop)"}
@@ -95,7 +95,7 @@ def render(benches: list[tuple[str, int, dict]], repeats: int) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/work/runs/bench-tabular"))
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     benches = []
