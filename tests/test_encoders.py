@@ -80,7 +80,6 @@ def test_image_encoders_on_vectors_are_a_one_line_error(settings, message) -> No
 @pytest.mark.parametrize(("settings", "message"), [
     ({"encoder": "paper", "encoder_width": 8}, "encoder_width applies to the mlp and resnet"),
     ({"encoder": "resnet", "encoder_depth": 21}, "depth must be 6n.2"),
-    ({"encoder": "mlp", "conv_padding": "same"}, "conv_padding applies to the paper encoder"),
     ({"encoder": "nosuchmodule:f"}, "cannot import encoder nosuchmodule:f"),
     ({"encoder": "user_encoders:nothing"}, "user_encoders has no nothing"),
     ({"encoder": "resnet50"}, "encoder must be one of paper, mlp, resnet or package.module:factory"),
@@ -180,6 +179,13 @@ def test_the_cli_trains_evaluates_and_predicts_with_a_user_encoder(tmp_path, cap
     capsys.readouterr()
     assert main(["predict", str(run), str(dataset)]) == 0
     assert capsys.readouterr().out.startswith("input,class_index,class_name,probability")
+
+
+def test_another_encoder_overrides_a_paper_preset_that_sets_conv_padding() -> None:
+    config = RunConfig.from_dict({"method": "dt", "conv_padding": "valid", "encoder": "resnet",
+                                  "encoder_depth": 8})
+    model = NoPropDT(DataSpec.image(3, 32, 32, 10), config.method_config)
+    assert type(model.blocks[0].image).__name__ == "ResNetEncoder"
 
 
 def test_the_cli_refuses_an_encoder_for_a_method_without_one(capsys) -> None:

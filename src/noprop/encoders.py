@@ -76,8 +76,9 @@ def resolve_factory(path: str) -> Callable[..., nn.Module]:
     return obj  # type: ignore[return-value]
 
 
-def check_encoder_name(name: str, width: int | None, depth: int | None, conv_padding: str) -> None:
-    """Refuse settings that do not apply to encoder ``name`` (one line each)."""
+def check_encoder_name(name: str, width: int | None, depth: int | None) -> None:
+    """Refuse settings that do not apply to encoder ``name`` (one line each). ``conv_padding`` is
+    not refused for other encoders: the paper's presets set it, and ``--encoder`` overrides a preset."""
     if name not in BUILTIN_ENCODERS:
         resolve_factory(name)
     for setting, value in (("encoder_width", width), ("encoder_depth", depth)):
@@ -86,8 +87,6 @@ def check_encoder_name(name: str, width: int | None, depth: int | None, conv_pad
                               f"not to {name}")
     if name == "resnet" and depth is not None and (depth - 2) % 6:
         raise ConfigError(f"resnet depth must be 6n+2 (8, 14, 20, 32, ...), got {depth}")
-    if conv_padding != "auto" and name != "paper":
-        raise ConfigError(f"conv_padding applies to the paper encoder, not to {name}")
 
 
 class MLPEncoder(nn.Module):

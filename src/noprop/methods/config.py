@@ -82,14 +82,14 @@ class EncoderConfig(MethodConfig):
     encoder_depth: int | None = setting(None, "mlp: hidden layers (2); resnet: depth 6n+2 (20)",
                                         positive=True, shape=True)
     conv_padding: str = setting(
-        "auto", "paper encoder's conv padding: valid (the paper's), same, or auto (valid unless images "
-        "are under 16 px)", choices=("auto", "valid", "same"), shape=True)
+        "auto", "conv padding of the paper encoder (others ignore it): valid (the paper's), same, or auto "
+        "(valid unless images are under 16 px)", choices=("auto", "valid", "same"), shape=True)
 
     def __post_init__(self) -> None:
         if callable(self.encoder):
             object.__setattr__(self, "encoder", factory_path(self.encoder))
         super().__post_init__()
-        check_encoder_name(self.encoder, self.encoder_width, self.encoder_depth, self.conv_padding)
+        check_encoder_name(self.encoder, self.encoder_width, self.encoder_depth)
 
     def encoder_factory(self, spec: DataSpec, *, batch_norm: bool) -> EncoderFactory:
         """What builds this method's encoders for ``spec`` (one fresh module per call of build)."""
