@@ -188,7 +188,7 @@ def train_run(
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             remove_stale_temporaries(run_dir)
         if data is None:
-            data = load_dataset(config.dataset, config.data_dir)
+            data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
         trainer = Trainer(build_for(config, data), data, config, run_dir)
         if resume:
             trainer.resume()

@@ -164,7 +164,7 @@ def train_rank(
             prepare_run_dir(writes, resume=resume, overwrite=overwrite)
             remove_stale_temporaries(writes)
         if data is None:
-            data = load_dataset(config.dataset, config.data_dir)
+            data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
         trainer = rank_trainer(config, data, run_dir, info, timeout_s=timeout_s)
         hooks = trainer.parallelism
         assert isinstance(hooks, DistributedParallelism)
