@@ -1,14 +1,16 @@
 """Training speed of NoProp-DT one block at a time, fused, and backprop through the same blocks.
 
-Measures, in one process and back to back on MNIST-shaped data (1 x 28 x 28, 10 classes, the
-paper's block, T = 10, batch 128):
+Measures, in one process and back to back, for each data shape (``--shapes``: MNIST 1 x 28 x 28,
+CIFAR-10 3 x 32 x 32; 10 classes, the paper's block, T = 10, batch 128) and each precision
+(``--precisions``: fp32, bf16 autocast):
 
     (a) NoProp-DT, one block at a time: T local steps per batch (interleaved order)
     (b) NoProp-DT, fused: one step over all T blocks per batch (``fused=True``; vmap on CUDA, loop on CPU)
     (c) backprop through the same T blocks (``backprop``): one end-to-end step per batch
 
 training samples per second (batches x batch size / seconds) and peak memory, each as a ratio to
-(c). On a shared CPU the wall clock mostly measures the other jobs, so the process's CPU time
+(c) in the same shape and precision; each cell's bf16/fp32 speed-up is reported beside them.
+On a shared CPU the wall clock mostly measures the other jobs, so the process's CPU time
 (``time.process_time``) is reported beside it, and the ratios are also given per round (median);
 the achieved FLOP/s of (b) against the machine's matmul peak (a large matmul timed in the same
 run); and the T-step sampler's images per second, unfused and fused.
@@ -20,8 +22,12 @@ top of the parameters, buffers and optimizer state.
 
 Usage::
 
-    nice -n 10 python benchmarks/speed.py                 # CPU, about 5 minutes on 2 idle cores
+    nice -n 10 python benchmarks/speed.py                 # CPU: MNIST and CIFAR-10 shapes, fp32 and bf16
+    python benchmarks/speed.py --shapes mnist --precisions fp32      # one cell, about 5 minutes
     python benchmarks/speed.py --device cuda --steps 20   # GPU
+
+bf16 on a CPU without native bf16 instructions (no AVX-512-BF16 / AMX: ``lscpu``) is emulated and
+slow; the results record ``cpu_native_bf16`` so a table says which kind of CPU it came from.
 """
 
 from __future__ import annotations
@@ -46,9 +52,12 @@ from noprop.config import RunConfig
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
+from noprop.training.device import cpu_has_native_bf16
 from noprop.training.trainer import make_optimizers
 
 MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
+SHAPES = {"mnist": MNIST, "cifar-10": DataSpec.image(channels=3, height=32, width=32, num_classes=10)}
+PRECISIONS = ("fp32", "bf16")
 VARIANTS = {"a": "NoProp-DT, one block at a time", "b": "NoProp-DT, fused", "c": "backprop, same blocks"}
 
 
@@ -86,8 +95,9 @@ class PeakTensorMemory(TorchDispatchMode):
 class Variant:
     """A method with its optimizers and a function that takes one training step on a batch."""
 
-    def __init__(self, key: str, method: Method, device: torch.device) -> None:
+    def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32") -> None:
         self.key = key
+        self.precision = precision
         self.method = method.to(device).train()
         self.optimizers = make_optimizers(self.method, RunConfig(method=method.name))
         self.units = self.method.training_units()
@@ -99,7 +109,8 @@ class Variant:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Every training unit once on (x, y): T local steps for (a), one step for (b) and (c)."""
-        autocast = torch.autocast("cuda", torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        on = self.precision == "bf16" or self.device.type == "cuda"  # CUDA: the fused step's own choice
+        autocast = torch.autocast(self.device.type, torch.bfloat16) if on else nullcontext()
         for i, unit in enumerate(self.units):
             with autocast:
                 loss = self.method.unit_loss(i, x, y).loss
@@ -134,9 +145,9 @@ def timed_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, floa
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def matmul_peak_flops(device: torch.device, n: int, reps: int) -> float:
-    """FLOP/s of an ``n x n`` float32 matmul (bf16 on CUDA, the dtype the fused step uses there)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_peak_flops(device: torch.device, n: int, reps: int, precision: str = "fp32") -> float:
+    """FLOP/s of an ``n x n`` matmul in the cell's dtype (bf16 on CUDA, as the fused step uses there)."""
+    dtype = torch.bfloat16 if device.type == "cuda" or precision == "bf16" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     best = min(timed(lambda: a @ b, device) for _ in range(reps))
@@ -197,38 +208,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("-T", "--num-blocks", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=4, help="timed batches per variant per round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a), (b), (c)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--matmul-size", type=int, default=2048)
-    p.add_argument("--sampler-batch", type=int, default=512)
-    p.add_argument("--profile", action="store_true", help="print the top ops of one step of (a) and (b)")
-    p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    # the fused step switches this on for the whole process at its first CPU call; switch it on
-    # before anything runs so that (a), (b) and (c) all run with the same allocator
-    allocator = retain_freed_memory() if device.type == "cpu" else None
-    started = time.perf_counter()
-    load_before = os.getloadavg()
+def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """One cell of the matrix: (a), (b), (c) on ``spec``-shaped data in ``precision``."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * max(args.steps, 4)
-    data_x = torch.randn(n, *MNIST.input_shape, generator=g).to(device)
-    data_y = torch.randint(0, MNIST.num_classes, (n,), generator=g).to(device)
+    data_x = torch.randn(n, *spec.input_shape, generator=g).to(device)
+    data_y = torch.randint(0, spec.num_classes, (n,), generator=g).to(device)
     hp = {"num_blocks": args.num_blocks}
     variants = {
-        "a": Variant("a", build_method("dt", MNIST, hp), device),
-        "b": Variant("b", build_method("dt", MNIST, {**hp, "fused": True}), device),
-        "c": Variant("c", build_method("backprop", MNIST, hp), device),
+        "a": Variant("a", build_method("dt", spec, hp), device, precision),
+        "b": Variant("b", build_method("dt", spec, {**hp, "fused": True}), device, precision),
+        "c": Variant("c", build_method("backprop", spec, hp), device, precision),
     }
 
     def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     memory = {k: peak_memory_mb(v, x0, y0) for k, v in variants.items()}
     flops = {k: step_flops(v, x0, y0) for k, v in variants.items()}
-    peak = matmul_peak_flops(device, args.matmul_size, reps=5)
+    peak = matmul_peak_flops(device, args.matmul_size, reps=5, precision=precision)
     sampler_x = data_x[: args.sampler_batch] if len(data_x) >= args.sampler_batch else data_x
     sampler = {name: sampler_images_per_second(variants["b"].method, sampler_x, fused, reps=3)
                for name, fused in (("unfused", False), ("fused", True))}
@@ -265,13 +256,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # model FLOPs: the work of T blocks, counted on (a); the counter sees more in (b)'s vmapped
     # convolution backward (docs/benchmarks.md), which would flatter the fraction
     fused_flops = flops["a"] * variants["b"].batches / variants["b"].seconds
-    results = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "device": str(device),
-        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-        "cpu_allocator_retains_freed_memory": allocator,
-        "settings": {k: getattr(args, k) for k in ("num_blocks", "batch_size", "steps", "rounds")},
+    if args.profile:
+        for k in ("a", "b"):
+            print(f"\n## profile of one step of ({k}) {VARIANTS[k]}\n")
+            print(profile_table(variants[k], x0, y0, rows=12))
+    return {
         "samples_per_second": {k: round(v, 2) for k, v in throughput.items()},
         "throughput_ratio_to_backprop": {k: round(v / throughput["c"], 3) for k, v in throughput.items()},
         "fused_speedup_over_one_block_at_a_time": round(throughput["b"] / throughput["a"], 3),
@@ -288,16 +277,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "matmul_peak_gflop_per_second": round(peak / 1e9, 2),
         "fused_fraction_of_matmul_peak": round(fused_flops / peak, 3),
         "sampler_images_per_second": {k: round(v, 1) for k, v in sampler.items()},
+    }
+
+
+def matrix_table(cells: list[dict[str, Any]]) -> str:
+    """samples/s of (a), (b), (c) per cell, with the ratios to (c) and, for bf16, to fp32."""
+    lines = ["| shape | precision | (a) one block | (b) fused | (c) backprop | (a)/(c) | (b)/(c) | "
+             "bf16/fp32 (a, b, c) | peak MB (a, b, c) |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        sps, ratio, mem = c["samples_per_second"], c["throughput_ratio_to_backprop"], c["peak_memory_mb"]
+        up = c.get("speedup_over_fp32")
+        lines.append(f"| {c['shape']} | {c['precision']} | {sps['a']:.1f} | {sps['b']:.1f} | "
+                     f"{sps['c']:.1f} | "
+                     f"{ratio['a']:.2f} | {ratio['b']:.2f} | "
+                     f"{', '.join(f'{up[k]:.2f}' for k in 'abc') if up else '–'} | "
+                     f"{mem['a']:.0f}, {mem['b']:.0f}, {mem['c']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-T", "--num-blocks", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=4, help="timed batches per variant per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a), (b), (c)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--sampler-batch", type=int, default=512)
+    p.add_argument("--profile", action="store_true", help="print the top ops of one step of (a) and (b)")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    # the fused step switches this on for the whole process at its first CPU call; switch it on
+    # before anything runs so that (a), (b) and (c) all run with the same allocator
+    allocator = retain_freed_memory() if device.type == "cpu" else None
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    cells = []
+    for shape in args.shapes:
+        for precision in args.precisions:
+            print(f"== {shape}, {precision}", flush=True)
+            cells.append(measure(SHAPES[shape], precision, device, args))
+            cells[-1].update(shape=shape, precision=precision)
+    for cell in cells:
+        fp32 = next((c for c in cells if c["shape"] == cell["shape"] and c["precision"] == "fp32"), None)
+        if fp32 is not None and cell is not fp32:
+            cell["speedup_over_fp32"] = {k: round(v / fp32["samples_per_second"][k], 3)
+                                         for k, v in cell["samples_per_second"].items()}
+    results = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "device": str(device),
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        "cpu_allocator_retains_freed_memory": allocator,
+        "settings": {k: getattr(args, k) for k in ("num_blocks", "batch_size", "steps", "rounds")},
+        "cells": cells,
         "benchmark_seconds": round(time.perf_counter() - started, 1),
     }
+    print(matrix_table(cells))
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-    if args.profile:
-        for k in ("a", "b"):
-            print(f"\n## profile of one step of ({k}) {VARIANTS[k]}\n")
-            print(profile_table(variants[k], x0, y0, rows=12))
     return results
 
 

@@ -34,7 +34,7 @@ from noprop.distributed import (
 )
 from noprop.methods import build_method
 from noprop.methods.base import TrainingUnit
-from noprop.run import build_for, load_run
+from noprop.run import RunFinished, build_for, load_run
 from noprop.spec import DataSpec
 from noprop.training.trainer import Parallelism, Trainer, evaluate_accuracy
 
@@ -297,6 +297,10 @@ def test_distributed_run_resumes_from_its_checkpoint(tmp_path):
     results = resumed[0].results
     assert results["epochs"] == 2
     assert [int(r["epoch"]) for r in csv_rows(tmp_path / "run" / "metrics.csv")] == [1, 2]
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(RunFinished, match="has already trained 2 of 2 epochs"):  # as in one process
+        launch(config.replace(epochs=2), tmp_path / "run", nproc=1, resume=True, data=tiny_data())
+    assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 
 def csv_rows(path: Path) -> list[dict]:

@@ -7,6 +7,7 @@ import torch
 
 from noprop.blocks import DTBlock, TimeBlock
 from noprop.config import RunConfig
+from noprop.encoders import EncoderFactory
 from noprop.methods import NoPropDT
 from noprop.spec import DataSpec
 from noprop.training.trainer import Trainer, evaluate_accuracy
@@ -26,12 +27,14 @@ def _params(module: torch.nn.Module) -> float:
 )
 def test_dt_block_matches_paper_parameter_count(spec: DataSpec, dim: int, paper_millions: float) -> None:
     """v2 Table 5 counts one block; only valid (unpadded) convolutions reproduce it."""
-    assert round(_params(DTBlock(spec, dim, padding=0)), 2) == paper_millions
+    block = DTBlock(EncoderFactory("paper", spec, batch_norm=True, conv_padding="valid"), dim)
+    assert round(_params(block), 2) == paper_millions
 
 
 @pytest.mark.parametrize(("spec", "dim", "paper_millions"), [(MNIST, 10, 0.87), (CIFAR10, 3072, 2.07)])
 def test_time_block_matches_paper_parameter_count(spec: DataSpec, dim: int, paper_millions: float) -> None:
-    assert round(_params(TimeBlock(spec, dim, padding=0)), 2) == paper_millions
+    block = TimeBlock(EncoderFactory("paper", spec, batch_norm=False, conv_padding="valid"), dim)
+    assert round(_params(block), 2) == paper_millions
 
 
 def test_small_images_fall_back_to_padded_convolutions() -> None:

@@ -2,9 +2,9 @@
 
 The subprocess test is the real thing: ``noprop train`` in its own process, a SIGTERM sent from
 outside while it is mid-epoch, ``--resume``, and every parameter compared with ``torch.equal``.
-To hit a known step instead of racing the loop, the trainer's test hook
-(``NOPROP_TEST_PAUSE_AFTER=<steps>:<file>``, see ``noprop.training.interrupt``) makes the child
-announce itself through a file and wait for the signal.
+To hit a known step instead of racing the loop, ``tests/pausing.py`` wraps the trainer's
+between-steps check so that the child announces itself through a file and waits for the signal
+(the library itself has no test hook).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.run import RunDirError, prepare_run_dir, train_run
 from noprop.training.checkpoint import load_checkpoint
-from noprop.training.interrupt import PAUSE_ENV, TrainingInterrupted
+from noprop.training.interrupt import TrainingInterrupted
 from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
+from pausing import pause_after
 
 TIMING = ("epoch_seconds", "samples_per_second")
 
@@ -77,7 +78,8 @@ def interrupt_in_process(config: RunConfig, run_dir: Path, data: ClassificationD
                          signum: int, monkeypatch: pytest.MonkeyPatch) -> TrainingInterrupted:
     """Train until ``after`` steps, deliver a real ``signum`` to this process, return the exception."""
     ready = run_dir.parent / f"{run_dir.name}.ready"
-    monkeypatch.setenv(PAUSE_ENV, f"{after}:{ready}")
+    monkeypatch.setattr(Trainer, "_between_steps", Trainer._between_steps)  # restored afterwards
+    pause_after(after, ready)
 
     def send() -> None:
         deadline = time.monotonic() + 60
@@ -88,7 +90,6 @@ def interrupt_in_process(config: RunConfig, run_dir: Path, data: ClassificationD
     threading.Thread(target=send, daemon=True).start()
     with pytest.raises(TrainingInterrupted) as info:
         train_run(config, run_dir, data=data)
-    monkeypatch.delenv(PAUSE_ENV)
     return info.value
 
 
@@ -141,11 +142,15 @@ def test_signal_at_epoch_boundary_resumes_from_that_epoch(tmp_path, monkeypatch)
     assert_same_parameters(whole.method.state_dict(), resumed.method.state_dict())
 
 
-def _noprop(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    base.pop(PAUSE_ENV, None)
-    return subprocess.Popen([sys.executable, "-m", "noprop", "train", *args], env={**base, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _noprop(*args: str, pause: tuple[int, Path] | None = None) -> subprocess.Popen:
+    """``noprop train ARGS`` in a child process (``pause``: through tests/pausing.py)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if pause is None:
+        command = [sys.executable, "-m", "noprop", "train", *args]
+    else:
+        command = [sys.executable, str(Path(__file__).with_name("pausing.py")), str(pause[0]),
+                   str(pause[1]), "train", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sigterm_to_noprop_train_then_resume_ends_with_uninterrupted_parameters(tmp_path):
@@ -154,7 +159,7 @@ def test_sigterm_to_noprop_train_then_resume_ends_with_uninterrupted_parameters(
              "--device", "cpu", "-q"]
     ready = tmp_path / "ready"
     whole = _noprop(*flags, "--run-dir", str(tmp_path / "whole"))
-    cut = _noprop(*flags, "--run-dir", str(tmp_path / "cut"), env={PAUSE_ENV: f"3:{ready}"})
+    cut = _noprop(*flags, "--run-dir", str(tmp_path / "cut"), pause=(3, ready))
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():

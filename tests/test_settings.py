@@ -35,7 +35,8 @@ def test_a_value_that_is_not_of_the_fields_type_is_one_named_error(field, value,
 
 def test_a_setting_the_method_does_not_take_is_refused_naming_what_it_takes() -> None:
     with pytest.raises(ConfigError, match="method ct does not take num_blocks; it takes: conv_padding, "
-                                          "embedding, embedding_dim, eta, inference_steps, schedule_gamma"):
+                                          "embedding, embedding_dim, encoder, encoder_depth, encoder_width, "
+                                          "eta, inference_steps, schedule_gamma"):
         RunConfig(method="ct", num_blocks=5)
     with pytest.raises(ConfigError, match="method cnn does not take eta"):
         Classifier(method="cnn", eta=0.5)

@@ -1,10 +1,11 @@
-"""The paper's blocks (v1 Fig. 6 / v2 Fig. 5): networks that map (image, noisy label) to class logits.
+"""The paper's blocks (v1 Fig. 6 / v2 Fig. 5): networks that map (input, noisy label) to class logits.
 
 A block never sees another block: it takes the image ``x`` and a noisy label embedding ``z`` and
 returns ``C`` logits; the method turns them into ``u_hat = softmax(logits) @ W_embed`` (DT, CT) or
 ``v = logits @ W_embed`` (FM).
 
-Image path (both kinds)::
+The input goes through an encoder (:mod:`noprop.encoders`); the paper's, the default, is this
+image path (both kinds)::
 
     conv3x3(32)-ReLU-maxpool2-dropout(0.2)
     conv3x3(64)-ReLU-dropout(0.2)
@@ -19,13 +20,16 @@ digits) use padding 1 instead; ``conv_padding="auto"`` picks.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
+
+if TYPE_CHECKING:
+    from noprop.encoders import EncoderFactory
 
 Padding = Literal["auto", "valid", "same"]
 HIDDEN = 256
@@ -126,30 +130,40 @@ class ResidualLabelBranch(nn.Module):
         return h + self.residual(h)
 
 
-def _label_branch(spec: DataSpec, dim: int, *, padding: int, batch_norm: bool) -> nn.Module:
-    """A prototype label (``dim`` = image size) goes through its own copy of the conv path."""
+def _label_branch(encoders: EncoderFactory, dim: int, *, batch_norm: bool) -> tuple[nn.Module, int]:
+    """The label path and its width. A prototype label (``dim`` = input size) is an input-shaped
+    value, so it goes through its own fresh encoder, reshaped to the input's shape."""
+    spec = encoders.spec
     if dim == spec.input_size and dim > spec.num_classes:
-        return ImageBranch(spec, padding=padding, batch_norm=batch_norm)
+        encoder = encoders.build()
+        width = encoders.features(encoder)
+        if isinstance(encoder, ImageBranch) or len(spec.input_shape) == 1:
+            return encoder, width  # takes flat (batch, D) values itself
+        return nn.Sequential(nn.Unflatten(1, spec.input_shape), encoder), width
     if batch_norm:
-        return ResidualLabelBranch(dim)
-    return nn.Sequential(nn.Linear(dim, HIDDEN), nn.ReLU())
+        return ResidualLabelBranch(dim), HIDDEN
+    return nn.Sequential(nn.Linear(dim, HIDDEN), nn.ReLU()), HIDDEN
 
 
 class DTBlock(nn.Module):
-    """NoProp-DT block ``u_hat_t(z_{t-1}, x)``: returns class logits, shape ``(batch, C)``."""
+    """NoProp-DT block ``u_hat_t(z_{t-1}, x)``: returns class logits, shape ``(batch, C)``.
 
-    def __init__(self, spec: DataSpec, embedding_dim: int, *, padding: int) -> None:
+    ``image``: the encoder of ``x`` (the paper's conv stack unless the config names another).
+    """
+
+    def __init__(self, encoders: EncoderFactory, embedding_dim: int) -> None:
         super().__init__()
-        self.image = ImageBranch(spec, padding=padding, batch_norm=True)
-        self.label = _label_branch(spec, embedding_dim, padding=padding, batch_norm=True)
+        self.image = encoders.build()
+        features = encoders.features(self.image)
+        self.label, label_width = _label_branch(encoders, embedding_dim, batch_norm=True)
         self.head = nn.Sequential(
-            nn.Linear(2 * HIDDEN, 256),
+            nn.Linear(features + label_width, 256),
             nn.BatchNorm1d(256),
             nn.ReLU(),
             nn.Linear(256, 128),
             nn.BatchNorm1d(128),
             nn.ReLU(),
-            nn.Linear(128, spec.num_classes),
+            nn.Linear(128, encoders.spec.num_classes),
         )
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
@@ -165,23 +179,24 @@ def sinusoidal_time_embedding(t: Tensor, dim: int = 64) -> Tensor:
 
 
 class TimeBlock(nn.Module):
-    """The one time-conditioned block of NoProp-CT and -FM, ``(x, z_t, t) -> logits``; no BatchNorm."""
+    """The one time-conditioned block of NoProp-CT and -FM, ``(x, z_t, t) -> logits``; no BatchNorm
+    outside the encoder."""
 
     TIME_DIM = 64
 
-    def __init__(self, spec: DataSpec, embedding_dim: int, *, padding: int) -> None:
+    def __init__(self, encoders: EncoderFactory, embedding_dim: int) -> None:
         super().__init__()
-        self.image = ImageBranch(spec, padding=padding, batch_norm=False)
-        self.label = _label_branch(spec, embedding_dim, padding=padding, batch_norm=False)
+        self.image = encoders.build()
+        features = encoders.features(self.image)
+        self.label, label_width = _label_branch(encoders, embedding_dim, batch_norm=False)
         self.time = nn.Sequential(nn.Linear(self.TIME_DIM, HIDDEN), nn.ReLU())
         self.head = nn.Sequential(
-            nn.Linear(3 * HIDDEN, 256),
+            nn.Linear(features + label_width + HIDDEN, 256),
             nn.ReLU(),
             nn.Linear(256, 128),
             nn.ReLU(),
-            nn.Linear(128, spec.num_classes),
+            nn.Linear(128, encoders.spec.num_classes),
         )
-
     def forward(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """``t``: shape ``(batch,)`` with values in [0, 1]."""
         return self.forward_features(self.image_features(x), z, t)

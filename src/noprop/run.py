@@ -182,22 +182,35 @@ def train_run(
     ``reuse_finished`` returns it with its saved results; either way nothing is rewritten.
     """
     config = config.resolved()
-    lock = run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext()
-    with lock:
-        if run_dir is not None:
-            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-            remove_stale_temporaries(run_dir)
-        if data is None:
-            data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
+    with opened_run(config, run_dir, resume=resume, overwrite=overwrite, data=data) as data:
         trainer = Trainer(build_for(config, data), data, config, run_dir)
         if resume:
             trainer.resume()
-            if trainer.finished and reuse_finished and (run_dir / RESULTS).is_file():
+            if trainer.finished and reuse_finished and run_dir is not None and (run_dir / RESULTS).is_file():
                 return trainer, json.loads((run_dir / RESULTS).read_text())
-            if trainer.finished:
-                raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {config.epochs} "
-                                  "epochs; pass --epochs N with N larger to train on")
+            refuse_finished(trainer, run_dir)
         return trainer, trainer.fit()
+
+
+@contextlib.contextmanager
+def opened_run(config: RunConfig, run_dir: Path | None, *, resume: bool, overwrite: bool,
+               data: ClassificationData | None) -> Iterator[ClassificationData]:
+    """What every training process does before its trainer exists (one process, or rank 0 of
+    several): lock and prepare ``run_dir`` (``None``: no files), clear stale temporaries, load the
+    data unless given. Yields the data; the lock is held until the block ends."""
+    with run_dir_lock(run_dir) if run_dir is not None else contextlib.nullcontext():
+        if run_dir is not None:
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            remove_stale_temporaries(run_dir)
+        yield data if data is not None else load_dataset(config.dataset, config.data_dir,
+                                                         label_column=config.label_column)
+
+
+def refuse_finished(trainer: Trainer, run_dir: Path | None) -> None:
+    """A resumed run that has trained all its epochs: :class:`RunFinished`, nothing rewritten."""
+    if trainer.finished:
+        raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {trainer.config.epochs} "
+                          "epochs; pass --epochs N with N larger to train on")
 
 
 @dataclass
@@ -213,6 +226,19 @@ def checkpoint_path(path: Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def load_model_state(method: Method, model_state: dict[str, Any], source: str) -> None:
+    """``method.load_state_dict``, with a one-line error when the saved tensors do not fit the model
+    the config builds (a user's encoder whose code changed since the run, say)."""
+    try:
+        method.load_state_dict(model_state)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        encoder = getattr(method.config, "encoder", None)
+        built = f" (encoder {encoder})" if encoder else ""
+        raise CheckpointError(f"{source}: the saved model does not fit the one its config builds{built}: "
+                              f"{first}") from None
+
+
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
     """Load a run directory, checkpoint or exported ``.safetensors`` model, ready to predict."""
     from noprop.export import is_exported, read_model
@@ -226,7 +252,10 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         config = RunConfig.from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
-    method.load_state_dict(state["model"])
+    try:
+        method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
+    except ConfigError as err:  # e.g. a user's encoder that cannot be imported here
+        raise CheckpointError(f"{path}: cannot rebuild the model: {err}") from None
+    load_model_state(method, state["model"], str(path))
     method.to(map_location).eval()
     return LoadedRun(method=method, config=config, checkpoint=state)

@@ -50,9 +50,10 @@ class ChainedInputDT(NoPropDT):
         return super().unit_loss(unit, x, y)
 
 
+@pytest.mark.parametrize("encoder", ["paper", "mlp", "user_encoders:TinyConv"])
 @pytest.mark.parametrize("t", range(1, T + 1))
-def test_block_t_loss_runs_block_t_forward_only(t: int) -> None:
-    assert blocks_run_by(NoPropDT(SPEC, num_blocks=T), t - 1) == [t]
+def test_block_t_loss_runs_block_t_forward_only(t: int, encoder: str) -> None:
+    assert blocks_run_by(NoPropDT(SPEC, num_blocks=T, encoder=encoder), t - 1) == [t]
 
 
 def test_the_forward_check_fails_a_variant_that_chains_earlier_blocks_without_grad() -> None:

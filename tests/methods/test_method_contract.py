@@ -21,7 +21,16 @@ from noprop.training.trainer import Trainer
 SMALL = {"num_blocks": 3, "inference_steps": 4}
 
 
+#: The user's own encoder (tests/user_encoders.py), in the variants marked ``@user``.
+USER_ENCODER = "user_encoders:conv_for"
+
+
 def make_method(name: str, spec) -> Method:
+    name, _, encoder = name.partition("@")
+    if encoder:
+        base = "dt" if name == "dt-fused" else name
+        extra = {"fused": True} if name == "dt-fused" else {}
+        return build_method(base, spec, {**small_settings(base), **extra, "encoder": USER_ENCODER})
     if name == "dt-fused":
         return build_method("dt", spec, {**small_settings("dt"), "fused": True})
     if name == "ff":
@@ -34,14 +43,16 @@ def small_settings(name: str) -> dict:
     return {k: v for k, v in SMALL.items() if k in takes}
 
 
-VARIANTS = [*sorted(METHODS), "dt-fused"]
+VARIANTS = [*sorted(METHODS), "dt-fused",
+            *(f"{m}@user" for m in ("dt", "dt-fused", "ct", "fm", "backprop", "cnn"))]
 
 
 def _trainer(name: str, blobs) -> Trainer:
     torch.manual_seed(0)
     method = make_method(name, blobs.spec)
     method.prepare(blobs.train_x, blobs.train_y)
-    config = RunConfig(method="dt" if name == "dt-fused" else name, epochs=1, batch_size=16,
+    base = name.partition("@")[0]
+    config = RunConfig(method="dt" if base == "dt-fused" else base, epochs=1, batch_size=16,
                        progress=False, device="cpu")
     return Trainer(method, blobs, config)
 

@@ -15,7 +15,6 @@ operation instead of waiting forever, and the spawner stops the whole job at the
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import socket
@@ -34,11 +33,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from noprop.config import ConfigError, RunConfig
-from noprop.data import ClassificationData, DataError, load_dataset
+from noprop.data import ClassificationData, DataError
 from noprop.distributed.comm import CommStats, Communicator, DistributedError
 from noprop.distributed.layout import make_layout
 from noprop.distributed.parallelism import DistributedParallelism
-from noprop.run import RunDirError, build_for, prepare_run_dir, remove_stale_temporaries, run_dir_lock
+from noprop.run import RunDirError, build_for, opened_run, prepare_run_dir, refuse_finished
 from noprop.training.checkpoint import CheckpointError, load_checkpoint
 from noprop.training.device import resolve_device
 from noprop.training.trainer import CHECKPOINT, Trainer
@@ -159,17 +158,13 @@ def train_rank(
     """Train as rank ``info.rank`` of an existing process group; rank 0 writes ``run_dir``."""
     config = config.resolved()
     writes = run_dir if info.rank == 0 else None  # only rank 0 touches the run directory
-    with run_dir_lock(writes) if writes is not None else contextlib.nullcontext():
-        if writes is not None:
-            prepare_run_dir(writes, resume=resume, overwrite=overwrite)
-            remove_stale_temporaries(writes)
-        if data is None:
-            data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
+    with opened_run(config, writes, resume=resume, overwrite=overwrite, data=data) as data:
         trainer = rank_trainer(config, data, run_dir, info, timeout_s=timeout_s)
         hooks = trainer.parallelism
         assert isinstance(hooks, DistributedParallelism)
         if resume:
             _resume(trainer, run_dir, hooks.comm, info)
+            refuse_finished(trainer, run_dir)  # every rank holds rank 0's epoch: all stop alike
             torch.manual_seed(rank_seed(config.seed, info.rank, trainer.epoch))
         results = trainer.fit()
         hooks.comm.barrier("final_barrier")  # followers wait for rank 0's last evaluation and files

@@ -17,7 +17,7 @@ classifier's initialisation; both decide whether the chain learns at lr 1e-3 (se
 One :class:`TrainingUnit` updates everything, so the gradient of the loss flows back through all
 T blocks: the activations of every block are alive at once, which is what NoProp-DT avoids.
 
-``cnn`` is the everyday reference: the block's image branch (conv stack, FC(256), BatchNorm)
+``cnn`` is the everyday reference: the block's encoder (the paper's: conv stack, FC(256), BatchNorm)
 then ReLU and a linear classifier, trained with back-propagation. The ReLU is our addition: without
 it FC(256)-BN-Linear would be one linear map.
 """
@@ -31,10 +31,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import HIDDEN, DTBlock, ImageBranch, resolve_padding
+from noprop.blocks import DTBlock
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.encoders import check_unshared, trainable
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import ConvConfig, EmbeddingConfig
+from noprop.methods.config import EmbeddingConfig, EncoderConfig
 from noprop.settings import ConfigError, setting
 from noprop.spec import DataSpec
 
@@ -96,10 +97,11 @@ class BackpropChain(Method):
         super().__init__(spec, config, **settings)
         num_blocks, embedding = self.config.num_blocks, self.config.embedding
         dim = embedding_dim_for(embedding, spec, self.config.embedding_dim)
-        padding = resolve_padding(self.config.conv_padding, spec)
+        encoders = self.config.encoder_factory(spec, batch_norm=True)
         self.num_blocks = num_blocks
         self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
-        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=padding) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(DTBlock(encoders, dim) for _ in range(num_blocks))
+        check_unshared(self.blocks, self.config.encoder)
         self.classifier = nn.Linear(dim, spec.num_classes)
         mix = initial_mix_for(num_blocks) if self.config.initial_mix is None else self.config.initial_mix
         self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(mix)))
@@ -118,7 +120,7 @@ class BackpropChain(Method):
             self.classifier.bias.mul_(scale)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {f"block{t}": list(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
+        groups = {f"block{t}": trainable(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
         groups["shared"] = [*self.classifier.parameters(), *self.embedding.parameters(), self.mix_logits]
         return groups
 
@@ -159,20 +161,20 @@ class BackpropChain(Method):
 
 
 class PlainCNN(Method):
-    """The block's image branch, ReLU and a linear classifier, trained with back-propagation."""
+    """The block's encoder, ReLU and a linear classifier, trained with back-propagation."""
 
     name = "cnn"
     default_optimizer = "adamw"
-    config_class = ConvConfig
+    config_class = EncoderConfig
 
-    def __init__(self, spec: DataSpec, config: ConvConfig | None = None, **settings: object) -> None:
+    def __init__(self, spec: DataSpec, config: EncoderConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
-        padding = resolve_padding(self.config.conv_padding, spec)
-        self.features = ImageBranch(spec, padding=padding, batch_norm=True)
-        self.classifier = nn.Linear(HIDDEN, spec.num_classes)
+        encoders = self.config.encoder_factory(spec, batch_norm=True)
+        self.features = encoders.build()
+        self.classifier = nn.Linear(encoders.features(self.features), spec.num_classes)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"model": list(self.parameters())}
+        return {"model": trainable(self.parameters())}
 
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("model", ("model",))]

@@ -100,6 +100,10 @@ class Method(nn.Module, ABC):
         ``deterministic`` drops the sampler's noise; ``generator`` makes the noise reproducible.
         """
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about how this method ran, for ``results.json`` (e.g. how fused DT ran its blocks)."""
+        return {}
+
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
         """Data-dependent initialisation before training starts (e.g. prototype embeddings)."""
 

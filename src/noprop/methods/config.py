@@ -11,7 +11,7 @@ setting the method does not take, naming the ones it does::
     >>> CTConfig.build("ct", {"num_blocks": 5})
     ConfigError: method ct does not take num_blocks; it takes: conv_padding, embedding, ...
 
-The shared pieces below (conv padding; class embedding) are mixins, so a default such as the
+The shared pieces below (the encoder; the class embedding) are mixins, so a default such as the
 paper's ``embedding_dim = 20`` is written once.
 """
 
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from noprop.embeddings import EMBEDDING_KINDS
+from noprop.encoders import EncoderFactory, check_encoder_name, factory_path
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
+from noprop.spec import DataSpec
 
 C = TypeVar("C", bound="MethodConfig")
 
@@ -65,16 +67,38 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class ConvConfig(MethodConfig):
-    """Methods built on the paper's conv stack."""
+class EncoderConfig(MethodConfig):
+    """Methods whose blocks read the input through an encoder (:mod:`noprop.encoders`).
 
+    ``encoder`` may also be given as a callable (Python API); it is kept as its import path,
+    which is what the run's config and checkpoint record.
+    """
+
+    encoder: str = setting("paper", "the blocks' input encoder: paper (the paper's conv stack), mlp "
+                           "(feature vectors), resnet (images), or package.module:factory", shape=True,
+                           metavar="NAME")
+    encoder_width: int | None = setting(None, "mlp: hidden units (256); resnet: channels of the first "
+                                        "stage (16)", positive=True, shape=True)
+    encoder_depth: int | None = setting(None, "mlp: hidden layers (2); resnet: depth 6n+2 (20)",
+                                        positive=True, shape=True)
     conv_padding: str = setting(
-        "auto", "conv padding: valid (the paper's), same, or auto (valid unless images are under 16 px)",
-        choices=("auto", "valid", "same"), shape=True)
+        "auto", "paper encoder's conv padding: valid (the paper's), same, or auto (valid unless images "
+        "are under 16 px)", choices=("auto", "valid", "same"), shape=True)
+
+    def __post_init__(self) -> None:
+        if callable(self.encoder):
+            object.__setattr__(self, "encoder", factory_path(self.encoder))
+        super().__post_init__()
+        check_encoder_name(self.encoder, self.encoder_width, self.encoder_depth, self.conv_padding)
+
+    def encoder_factory(self, spec: DataSpec, *, batch_norm: bool) -> EncoderFactory:
+        """What builds this method's encoders for ``spec`` (one fresh module per call of build)."""
+        return EncoderFactory(self.encoder, spec, batch_norm, self.encoder_width, self.encoder_depth,
+                              self.conv_padding)
 
 
 @dataclass(frozen=True)
-class EmbeddingConfig(ConvConfig):
+class EmbeddingConfig(EncoderConfig):
     """Methods that denoise (or flow to) a class embedding ``W_embed`` of dimension d."""
 
     embedding: str = setting("onehot", "class embedding: onehot (d = C), learned (d = embedding_dim), "

@@ -34,8 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import TimeBlock, resolve_padding
+from noprop.blocks import TimeBlock
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.encoders import trainable
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
 from noprop.sampler import posterior_chain
@@ -75,7 +76,7 @@ class NoPropCT(Method):
         self.inference_steps = c.inference_steps
         self.schedule = LearnedSchedule(gamma_0=-c.schedule_gamma, gamma_1=c.schedule_gamma)
         self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
-        self.block = TimeBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
+        self.block = TimeBlock(c.encoder_factory(spec, batch_norm=False), dim)
         self.classifier = nn.Linear(dim, spec.num_classes)
 
     # -- training -------------------------------------------------------------------------
@@ -84,7 +85,7 @@ class NoPropCT(Method):
         # noising process and the read-out, not the block's function. CT has a single unit, so
         # the split changes nothing in training; it keeps "block" = the network that is run T times.
         shared = [*self.classifier.parameters(), *self.embedding.parameters(), *self.schedule.parameters()]
-        return {"block": list(self.block.parameters()), "shared": shared}
+        return {"block": trainable(self.block.parameters()), "shared": shared}
 
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("block", ("block", "shared"))]

@@ -35,13 +35,15 @@ unfused).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import DTBlock, resolve_padding
+from noprop.blocks import DTBlock
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.encoders import check_unshared, trainable
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
 from noprop.methods.dt_fused import FusedSteps, StackedBlocks
@@ -99,8 +101,9 @@ class NoPropDT(Method):
         self.eta = c.eta
         self.schedule = CosineSchedule(c.num_blocks, clip=c.schedule_clip)
         self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
-        self.blocks = nn.ModuleList(DTBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
-                                    for _ in range(c.num_blocks))
+        encoders = c.encoder_factory(spec, batch_norm=True)
+        self.blocks = nn.ModuleList(DTBlock(encoders, dim) for _ in range(c.num_blocks))
+        check_unshared(self.blocks, c.encoder)
         self.classifier = nn.Linear(dim, spec.num_classes)
         self.register_buffer("weights", self.schedule.denoising_weights(c.eta), persistent=False)
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
@@ -117,9 +120,14 @@ class NoPropDT(Method):
     def fused(self, on: bool) -> None:
         self.steps = FusedSteps() if on else PerBlockSteps()
 
+    def describe(self) -> dict[str, Any]:
+        if not self.fused:
+            return {}
+        return {"fused_pass": self.stacked.last_pass, "fused_vmap_error": self.stacked.vmap_error}
+
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {f"block{t}": list(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
+        groups = {f"block{t}": trainable(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
         groups["shared"] = list(self.classifier.parameters()) + list(self.embedding.parameters())
         return groups
 

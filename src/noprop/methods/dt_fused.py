@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import sys
+import warnings
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -97,11 +98,18 @@ class StackedBlocks:
 
     def __init__(self, blocks: nn.ModuleList) -> None:
         self.blocks = blocks
-        self.template = copy.deepcopy(blocks[0]).to("meta")
+        try:
+            self.template = copy.deepcopy(blocks[0]).to("meta")
+        except Exception as err:  # a user's module that cannot be copied: loop only
+            self.vmap_error = f"cannot copy a block: {type(err).__name__}: {err}"
         #: ``None``: channels-last on CUDA only (measured no gain on CPU with 1-channel images).
         self.channels_last: bool | None = None
         #: ``None``: bf16 autocast on CUDA only; ``False`` keeps float32 everywhere.
         self.autocast: bool | None = None
+        #: How the last pass ran: ``"vmap"`` or ``"loop"`` (``None`` before the first).
+        self.last_pass: str | None = None
+        #: Why vmap could not run these blocks (a user's encoder may not vmap); then always the loop.
+        self.vmap_error: str | None = None
 
     def _stacked(self, kind: str, prefix: str) -> dict[str, Tensor]:
         per_block = [dict(getattr(b, kind)()) for b in self.blocks]
@@ -114,8 +122,22 @@ class StackedBlocks:
         Returns the outputs stacked on a leading block axis, shape ``(T, ...)``.
         """
         device = args[0].device
-        if not (self.vectorize if self.vectorize is not None else device.type == "cuda"):
-            return self._loop(args, in_dims, submodule)
+        wanted = self.vectorize if self.vectorize is not None else device.type == "cuda"
+        if wanted and self.vmap_error is None:
+            try:
+                out = self._vmapped(args, in_dims, submodule)
+                self.last_pass = "vmap"
+                return out
+            except Exception as err:  # an encoder vmap cannot run: loop from now on
+                self.vmap_error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+                warnings.warn(f"fused NoProp-DT: the blocks cannot run under vmap ({self.vmap_error}); "
+                              "they run one after another in one pass instead", stacklevel=2)
+        self.last_pass = "loop"
+        return self._loop(args, in_dims, submodule)
+
+    def _vmapped(self, args: tuple[Tensor, ...], in_dims: tuple[int | None, ...], submodule: str) -> Tensor:
+        """All blocks in one ``vmap`` over their stacked parameters and buffers."""
+        device = args[0].device
         if device.type == "cpu":
             retain_freed_memory()
         # the template follows each live module's train/eval flag (BatchNorm and dropout differ)

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import TimeBlock, resolve_padding
+from noprop.blocks import TimeBlock
 from noprop.embeddings import ClassEmbedding, embedding_dim_for
+from noprop.encoders import trainable
 from noprop.flow import EulerSolver, LinearPath
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
@@ -61,7 +62,7 @@ class NoPropFM(Method):
         self.inference_steps = c.inference_steps
         self.path = LinearPath(c.fm_sigma)
         self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
-        self.block = TimeBlock(spec, dim, padding=resolve_padding(c.conv_padding, spec))
+        self.block = TimeBlock(c.encoder_factory(spec, batch_norm=False), dim)
         # The anchor classifier exists only with learned embeddings (Alg. 3): with one-hot ones
         # the flow loss is the whole objective and prediction never uses a classifier.
         self.classifier = nn.Linear(dim, spec.num_classes) if self.embedding.trainable else None
@@ -71,7 +72,7 @@ class NoPropFM(Method):
         shared = list(self.embedding.parameters())
         if self.classifier is not None:
             shared += list(self.classifier.parameters())
-        return {"block": list(self.block.parameters()), "shared": shared}
+        return {"block": trainable(self.block.parameters()), "shared": shared}
 
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("block", ("block", "shared"))]

@@ -8,21 +8,13 @@ is still whole because every write is atomic.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import threading
-import time
 from pathlib import Path
 from types import FrameType, TracebackType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-#: Test hook, ``<steps>:<file>``: after this many training steps in this process, the trainer
-#: creates ``<file>`` and waits (up to :data:`PAUSE_LIMIT_S`) for a signal. A test can then send a
-#: real SIGTERM at a known step instead of racing the loop. Unset in normal use.
-PAUSE_ENV = "NOPROP_TEST_PAUSE_AFTER"
-PAUSE_LIMIT_S = 300.0
 
 
 class TrainingInterrupted(Exception):
@@ -74,20 +66,3 @@ class StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-
-
-def pause_step() -> tuple[int, Path] | None:
-    """The test hook's ``(steps, file)`` from the environment, or ``None``."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return None
-    steps, _, path = value.partition(":")
-    return int(steps), Path(path)
-
-
-def pause_for_signal(ready_file: Path, stop: StopRequest) -> None:
-    """Test hook: announce readiness through ``ready_file``, then wait for a signal."""
-    ready_file.write_text(str(os.getpid()))
-    deadline = time.monotonic() + PAUSE_LIMIT_S
-    while not stop.requested and time.monotonic() < deadline:
-        time.sleep(0.01)

@@ -55,7 +55,7 @@ from noprop.training.device import (
     resolve_device,
     resolve_precision,
 )
-from noprop.training.interrupt import StopRequest, TrainingInterrupted, pause_for_signal, pause_step
+from noprop.training.interrupt import StopRequest, TrainingInterrupted
 from noprop.training.lr_schedule import lr_factor
 from noprop.training.metrics import MetricsLog
 from noprop.training.nonfinite import (
@@ -232,7 +232,6 @@ class Trainer:
         self._saved_at: tuple[int, int] | None = None
         self._last_save = time.monotonic()
         self._steps_run = 0
-        self._pause = pause_step()
         #: Whether denormals were flushed to zero on the CPU during fit() (results.json).
         self.denormals_flushed = False
         #: Optimizer steps taken on each unit over the whole run (checkpointed).
@@ -423,9 +422,7 @@ class Trainer:
         return self.run_dir is not None and len(self.trained_units) == len(self.units)
 
     def _between_steps(self) -> None:
-        """Before each step: the test pause, a requested stop, the NaN check, the timed checkpoint."""
-        if self._pause is not None and self._steps_run == self._pause[0]:
-            pause_for_signal(self._pause[1], self._stop)
+        """Before each step: a requested stop, the NaN check, the timed checkpoint."""
         if self._stop.requested:
             self._interrupt()
         if len(self._pending) >= CHECK_EVERY:
@@ -609,6 +606,7 @@ class Trainer:
             # an order only exists between several units (DT unfused); None for CT, FM, fused DT
             "block_order": self.config.block_order if len(self.units) > 1 else None,
             "untrained_units": self.untrained_units(),
+            **self.method.describe(),
             **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
