@@ -1,7 +1,7 @@
 """Training on a table and predicting on new rows: noprop train/predict/evaluate and Classifier.
 
 Most tests use Forward-Forward (``ff``), an MLP that takes feature vectors without an encoder
-setting; the NoProp-DT ones need the MLP encoder (``--encoder mlp``).
+setting (cheap to share across tests); the NoProp-DT ones use the MLP encoder (``--encoder mlp``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def ff_run(tmp_path_factory) -> tuple[Path, Path]:
     table = write_table(root / "train.csv", *_rows(60))
     run = root / "run"
     assert main(["train", "--dataset", str(table), "--method", "ff", "--epochs", "1", "--batch-size", "16",
-                 "--device", "cpu", "-q", "--run-dir", str(run)]) == 0
+                 "--device", "cpu", "--num-threads", "1", "-q", "--run-dir", str(run)]) == 0
     return table, run
 
 
@@ -131,7 +131,7 @@ def test_evaluate_on_another_table_with_the_models_columns(ff_run, tmp_path: Pat
 
 
 # -- the Python API on numpy tables ----------------------------------------------------------------
-def test_classifier_fits_and_predicts_numpy_rows(tmp_path: Path) -> None:
+def test_classifier_fits_and_predicts_numpy_rows(tmp_path: Path, one_thread) -> None:
     x, y = _rows(60)
     xt, yt = _rows(30, seed=1)
     clf = Classifier(method="ff", epochs=1, batch_size=16, device="cpu").fit(x, y, validation=(xt, yt))
@@ -151,29 +151,24 @@ def test_classifier_fits_and_predicts_numpy_rows(tmp_path: Path) -> None:
 
 
 # -- NoProp-DT with the MLP encoder ------------------------------------------------------------------
-NEEDS_ENCODERS = pytest.mark.skip(reason="needs encoders from main")
-
-
-@NEEDS_ENCODERS
 def test_noprop_dt_trains_on_a_table_and_predicts_it(tmp_path: Path, capsys) -> None:
     table = write_table(tmp_path / "t.csv", *_rows(90))
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(table), "--encoder", "mlp", "--method", "dt", "--epochs", "2",
-                 "-T", "3", "--batch-size", "32", "--device", "cpu", "-q", "--run-dir", str(run)]) == 0
+                 "-T", "3", "--batch-size", "32", "--device", "cpu", "--num-threads", "1", "-q",
+                 "--run-dir", str(run)]) == 0
     rows = _predict(run, table, capsys=capsys)
     assert len(rows) == 90 and {r["class_name"] for r in rows} <= set(CLASSES)
 
 
-@NEEDS_ENCODERS
-def test_classifier_with_the_mlp_encoder_on_numpy_rows() -> None:
+def test_classifier_with_the_mlp_encoder_on_numpy_rows(one_thread) -> None:
     x, y = _rows(90)
     clf = Classifier(method="dt", encoder="mlp", num_blocks=3, epochs=2, batch_size=32, device="cpu")
     clf.fit(x, y)
     assert clf.predict(x).shape == (90,)
 
 
-@NEEDS_ENCODERS
-def test_prototype_embedding_on_rows_has_one_value_per_feature() -> None:
+def test_prototype_embedding_on_rows_has_one_value_per_feature(one_thread) -> None:
     x, y = _rows(90)
     clf = Classifier(method="dt", encoder="mlp", embedding="prototype", num_blocks=2, epochs=1,
                      batch_size=32, device="cpu").fit(x, y)
