@@ -106,6 +106,7 @@ def test_csv_quoted_cells_blank_lines_and_a_byte_order_mark_are_read(tmp_path: P
     [
         ("a,b,label\n1,2,0\n3,oops,1\n", "line 3: column 'b' holds 'oops', not a number"),
         ("a,b,label\n1,2,0\n3,inf,1\n", "line 3: column 'b' holds 'inf', not a finite number"),
+        ("a,b,label\n1,2,0\n1e39,4,1\n", "line 3: column 'a' holds '1e39', not a finite number in 32-bit"),
         ("a,b,label\n1,2,0\n,4,1\n", "line 3: column 'a' has no value ('')"),
         ("a,b,label\n1,NA,0\n3,4,1\n", "line 2: column 'b' has no value ('NA')"),
         ("a,b,label\n1,2,0\n3,4,\n", "line 3: column 'label' has no value ('')"),

@@ -39,7 +39,7 @@ PARALLEL_MODES = ("data", "blocks")
 #: embedded digits set (1,437 training images) learns faster per second with smaller batches.
 DEFAULT_BUDGET = {"epochs": 10, "batch_size": 128}
 DATASET_BUDGETS = {"digits": {"epochs": 15, "batch_size": 64},
-                   # the embedded tables (455 and 142 training rows): batch 64 and more passes
+                   # the embedded tables (456 and 143 training rows): batch 64 and more passes
                    "breast-cancer": {"epochs": 20, "batch_size": 64},
                    "wine": {"epochs": 40, "batch_size": 64}}
 

@@ -32,6 +32,7 @@ MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 SPLIT_COLUMN = "split"
 #: A feature whose training std is below this is constant: its std is taken as 1.
 CONSTANT_STD = 1e-6
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -60,7 +61,8 @@ def read_csv(path: Path, label_column: str = "label", *, need_labels: bool = Tru
     x = np.empty((len(rows), len(features)), dtype=np.float32)
     for r, (row, line) in enumerate(zip(rows, lines, strict=True)):
         try:
-            x[r] = [float(row[i]) for i in features]
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: reported below
+                x[r] = [float(row[i]) for i in features]
             ok = all(map(math.isfinite, x[r]))
         except ValueError:
             ok = False
@@ -123,8 +125,9 @@ def _raise_bad_cell(path: Path, header: list[str], row: list[str], line: int, fe
         except ValueError:
             raise DataError(f"{path} line {line}: column {header[i]!r} holds {cell!r}, not a number; "
                             "every column but the label and split columns must be numeric") from None
-        if not math.isfinite(value):
-            raise DataError(f"{path} line {line}: column {header[i]!r} holds {cell!r}, not a finite number")
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise DataError(f"{path} line {line}: column {header[i]!r} holds {cell!r}, not a finite number"
+                            + (" in 32-bit floats" if math.isfinite(value) else ""))
 
 
 def check_columns(columns: tuple[str, ...] | None, model_columns: list[str] | tuple[str, ...] | None,
