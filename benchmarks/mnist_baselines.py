@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from doc_section import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist"
 FIGURES = ROOT / "docs" / "figures" / "mnist-baselines"
@@ -119,15 +121,6 @@ def render(bench: dict, out: Path) -> str:
     ])
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{DOC} lacks the markers {START} ... {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + section + tail)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/work/runs/bench-mnist-baselines"))
@@ -142,7 +135,7 @@ def main() -> int:
     if args.bench_only:
         return 0
     noprop("plot", str(args.out), "--out", str(FIGURES))
-    write_doc(render(json.loads((args.out / "bench.json").read_text()), args.out))
+    write_section(DOC, START, END, render(json.loads((args.out / "bench.json").read_text()), args.out))
     print(f"updated {DOC}")
     return 0
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from doc_section import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- tabular:start -->", "<!-- tabular:end -->"
@@ -90,15 +92,6 @@ def render(benches: list[tuple[str, int, dict]], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{DOC} lacks the markers {START} ... {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + section + tail)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/work/runs/bench-tabular"))
@@ -114,7 +107,7 @@ def main() -> int:
             benches.append((dataset, epochs, json.loads((out / "bench.json").read_text())))
     if not benches:
         raise SystemExit("no bench.json to report")
-    write_doc(render(benches, args.repeats))
+    write_section(DOC, START, END, render(benches, args.repeats))
     print(f"updated {DOC}")
     return 0
 

@@ -7,23 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import make_blobs
 from noprop.data import ClassificationData
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def make_blobs(n_train: int = 256, n_test: int = 128, *, classes: int = 4, shape=(1, 8, 8), seed: int = 0
-               ) -> ClassificationData:
-    """Images that are a class-specific pattern plus noise: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    patterns = torch.randn(classes, *shape, generator=g)
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, classes, (n,), generator=g)
-        return patterns[y] + 0.5 * torch.randn(n, *shape, generator=g), y
-
-    (tx, ty), (vx, vy) = split(n_train), split(n_test)
-    return ClassificationData("blobs", tx, ty, vx, vy, num_classes=classes)
 
 
 @pytest.fixture
@@ -51,8 +38,8 @@ def mnist_dir() -> Path:
 @pytest.fixture
 def cli_run(tmp_path) -> tuple[list[str], Path]:
     """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
+    from helpers import make_blobs, write_npz
     from noprop.cli import main
-    from test_resume import make_blobs, write_npz
 
     dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
     flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_blobs
+from helpers import make_blobs
 from noprop.bench import (
     BENCH_JSON,
     BENCH_MD,

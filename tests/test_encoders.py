@@ -168,8 +168,8 @@ def test_resuming_with_another_encoder_names_the_difference(tmp_path, blobs) -> 
 
 
 def test_the_cli_trains_evaluates_and_predicts_with_a_user_encoder(tmp_path, capsys) -> None:
+    from helpers import make_blobs, write_npz
     from noprop.cli import main
-    from test_resume import make_blobs, write_npz
 
     dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
     run = tmp_path / "run"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import make_blobs, write_npz
 from noprop import Classifier
 from noprop.cli import main
-from test_resume import make_blobs, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

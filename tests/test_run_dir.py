@@ -10,11 +10,10 @@ import pytest
 import torch
 import yaml
 
+from helpers import make_blobs, one_error_line, write_npz
 from noprop.cli import main
 from noprop.training.checkpoint import load_checkpoint
 from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS
-from test_failures import one_error_line
-from test_resume import make_blobs, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,21 +8,15 @@ import re
 import pytest
 import torch
 
+from helpers import make_blobs, one_error_line, tiny_config, write_npz
 from noprop.cli import main
 from noprop.run import build_for, train_run
 from noprop.training import checkpoint as checkpoint_module
 from noprop.training.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
-from test_resume import make_blobs, tiny_config, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 # -- bad files ---------------------------------------------------------------------------------

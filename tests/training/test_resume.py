@@ -17,10 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import make_blobs, tiny_config, write_npz
 from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.run import RunDirError, prepare_run_dir, train_run
@@ -33,33 +33,6 @@ TIMING = ("epoch_seconds", "samples_per_second")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_blobs(n_train: int, n_test: int, *, classes: int, nan_at: int | None = None) -> ClassificationData:
-    """8x8 one-channel images: a class pattern plus noise (``nan_at``: that training image is NaN)."""
-    g = torch.Generator().manual_seed(0)
-    patterns = torch.randn(classes, 1, 8, 8, generator=g)
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, classes, (n,), generator=g)
-        return patterns[y] + 0.5 * torch.randn(n, 1, 8, 8, generator=g), y
-
-    (tx, ty), (vx, vy) = split(n_train), split(n_test)
-    if nan_at is not None:
-        tx[nan_at] = float("nan")
-    return ClassificationData("blobs", tx, ty, vx, vy, num_classes=classes)
-
-
-def tiny_config(**changes) -> RunConfig:
-    base = {"num_blocks": 2, "epochs": 2, "batch_size": 16, "progress": False, "device": "cpu"}
-    return RunConfig(**{**base, **changes})
-
-
-def write_npz(path: Path, data: ClassificationData) -> Path:
-    """A user dataset file (``--dataset path.npz``) holding ``data``'s train and test splits."""
-    np.savez(path, x=data.train_x.numpy(), y=data.train_y.numpy(),
-             x_test=data.test_x.numpy(), y_test=data.test_y.numpy())
-    return path
 
 
 def assert_same_parameters(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -148,7 +121,7 @@ def _noprop(*args: str, pause: tuple[int, Path] | None = None) -> subprocess.Pop
     if pause is None:
         command = [sys.executable, "-m", "noprop", "train", *args]
     else:
-        command = [sys.executable, str(Path(__file__).with_name("pausing.py")), str(pause[0]),
+        command = [sys.executable, str(Path(__file__).parents[1] / "pausing.py"), str(pause[0]),
                    str(pause[1]), "train", *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from test_data_helpers import layout_for, tiny_idx_files
 
 from noprop.cli import main
 from noprop.data import CATALOG, DataError, load_dataset
 from noprop.data.catalog import DataFile
 from noprop.data.download import download_file
-from test_data_helpers import layout_for, tiny_idx_files
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 FILES = tiny_idx_files()

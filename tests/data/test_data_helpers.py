@@ -14,7 +14,7 @@ import numpy as np
 from noprop.data.catalog import DataFile, Layout
 
 #: ../shared/data relative to the project root: the real MNIST and Fashion-MNIST files.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "data_chunks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data_chunks.py"
 spec = importlib.util.spec_from_file_location("data_chunks", SCRIPT)
 data_chunks = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(data_chunks)

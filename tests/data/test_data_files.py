@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data_helpers import SHARED_DATA, layout_for, tiny_idx_files, write_cifar_archive, write_cifar_folder
 
 from noprop.data import CATALOG, DataError, WrongDatasetError, load_dataset
 from noprop.data.cifar import read_cifar, unpickle
 from noprop.data.locate import find, resolve_root, user_cache_dir
-from test_data_helpers import SHARED_DATA, layout_for, tiny_idx_files, write_cifar_archive, write_cifar_folder
 
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

@@ -6,12 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from test_data_helpers import SHARED_DATA, cifar_binary_members, write_cifar_binary
 
 from noprop.data import CATALOG, DataError, load_dataset
 from noprop.data.catalog import DataFile, Layout
 from noprop.data.cifar import read_cifar
 from noprop.data.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE_CLASSES
-from test_data_helpers import SHARED_DATA, cifar_binary_members, write_cifar_binary
 
 
 @pytest.mark.parametrize("archive", [False, True])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_blobs
+from helpers import make_blobs
 from noprop.config import RunConfig
 from noprop.methods import METHODS, BackpropChain, ForwardForward, LocalLearning, PlainCNN
 from noprop.methods.forward_forward import embed_label, goodness
