@@ -4,7 +4,7 @@
 8 informative features, 4 redundant ones (linear combinations of the informative), 8 of noise,
 two clusters per class, 1 % of the labels flipped. Written as ``tests/fixtures/synthetic-table.csv``
 (the default PATH): a header ``x0,...,x19,label``, features rounded to 4 decimals, labels 0..3.
-``tests/test_data_tabular.py`` checks that the shipped file is exactly what this script writes
+``tests/data/test_data_tabular.py`` checks that the shipped file is exactly what this script writes
 (the file was written with scikit-learn 1.9.1; another version may draw other numbers).
 """
 

@@ -17,7 +17,7 @@ from noprop.data import EMBEDDED_TABLES, ClassificationData, DataError, check_da
 from noprop.data.base import hold_out
 from noprop.settings import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "synthetic-table.csv"
 
 
