@@ -6,11 +6,12 @@
     >>> clf.predict(x_test)                                   # class indices
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
 
-Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), labels integers in ``[0, C)``;
-the model's input shape and class count are read from the data. Inputs are seen exactly as
-``noprop predict`` sees them: uint8 pixels are scaled to [0, 1], floats taken as they are, then
-every channel is standardised with the mean and std of the training split, which are saved with
-the model (``Classifier.load`` of a ``noprop train`` run uses that run's statistics). Pass
+Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), tables ``(N, D)`` (one row of
+``D`` features per example), labels integers in ``[0, C)``; the model's input shape and class
+count are read from the data. Inputs are seen exactly as ``noprop predict`` sees them: uint8
+pixels are scaled to [0, 1], floats taken as they are (tables always as they are), then every
+channel (every feature) is standardised with the mean and std of the training split, which are
+saved with the model (``Classifier.load`` of a ``noprop train`` run uses that run's statistics). Pass
 ``run_dir`` to keep metrics, checkpoints and results on disk exactly as ``noprop train`` does.
 """
 
@@ -28,6 +29,7 @@ from torch import Tensor
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
 from noprop.data.base import standardise
+from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import images_from_array
 from noprop.methods import Method
 from noprop.run import load_run, prepare_run_dir, run_dir_lock, train_run
@@ -39,9 +41,12 @@ ArrayLike = Tensor | np.ndarray
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
-def _as_images(x: ArrayLike) -> Tensor:
-    """``(N, C, H, W)`` float32; uint8 scaled to [0, 1] as ``noprop predict`` does."""
+def _as_inputs(x: ArrayLike) -> Tensor:
+    """Rows ``(N, D)`` as they are, or images ``(N, C, H, W)``, float32; uint8 images scaled to
+    [0, 1] as ``noprop predict`` does."""
     a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if a.ndim == 2:
+        return torch.from_numpy(features_from_array(a, "rows"))
     return torch.from_numpy(images_from_array(a, "images"))
 
 
@@ -54,18 +59,21 @@ def _as_labels(y: ArrayLike) -> Tensor:
 
 def _from_loader(loader: Iterable[Any]) -> tuple[Tensor, Tensor]:
     xs, ys = zip(*((xb, yb) for xb, yb in loader), strict=True)
-    return torch.cat([_as_images(x) for x in xs]), torch.cat([_as_labels(y) for y in ys])
+    return torch.cat([_as_inputs(x) for x in xs]), torch.cat([_as_labels(y) for y in ys])
 
 
 def _statistics(x: Tensor) -> Normalization:
-    """Per-channel mean and std of training images (std floored, as for ``.npz`` data)."""
+    """Per-channel mean and std of training images (std floored, as for ``.npz`` data); per
+    feature of training rows (as for tables)."""
+    if x.dim() == 2:
+        return feature_statistics(x.numpy())
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
 class Classifier:
-    """A NoProp (or baseline) image classifier with a scikit-learn-like surface."""
+    """A NoProp (or baseline) classifier of images or table rows with a scikit-learn-like surface."""
 
     def __init__(self, method: str = "dt", *, run_dir: str | Path | None = None, overwrite: bool = False,
                  **config: Any) -> None:
@@ -94,14 +102,14 @@ class Classifier:
         ``validation_split`` of the training data (a fixed, seeded split). An existing run in
         ``run_dir`` is refused unless the classifier was made with ``overwrite=True``.
         """
-        train_x, train_y = _from_loader(x) if y is None else (_as_images(x), _as_labels(y))
+        train_x, train_y = _from_loader(x) if y is None else (_as_inputs(x), _as_labels(y))
         if validation is None:
             order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.config.seed))
             n_val = max(1, int(len(train_x) * validation_split))
             val, keep = order[:n_val], order[n_val:]
             val_x, val_y, train_x, train_y = train_x[val], train_y[val], train_x[keep], train_y[keep]
         elif isinstance(validation, tuple):
-            val_x, val_y = _as_images(validation[0]), _as_labels(validation[1])
+            val_x, val_y = _as_inputs(validation[0]), _as_labels(validation[1])
         else:
             val_x, val_y = _from_loader(validation)
         num_classes = int(max(train_y.max(), val_y.max())) + 1
@@ -121,11 +129,12 @@ class Classifier:
 
     def _prepare(self, x: ArrayLike) -> Tensor:
         """Inputs as the model was trained on: shape checked, standardised."""
-        images = _as_images(x)
-        if self.spec is not None and tuple(images.shape[1:]) != self.spec.input_shape:
-            raise DataError(f"inputs are {'x'.join(map(str, images.shape[1:]))} images but the model takes "
-                            f"{'x'.join(map(str, self.spec.input_shape))} (channels x height x width)")
-        return standardise(images, self.normalization)
+        inputs = _as_inputs(x)
+        if self.spec is not None and tuple(inputs.shape[1:]) != self.spec.input_shape:
+            given = DataSpec(tuple(inputs.shape[1:]), self.spec.num_classes)
+            axes = " (channels x height x width)" if given.is_image and self.spec.is_image else ""
+            raise DataError(f"inputs are {_kind(given)} but the model takes {_kind(self.spec)}{axes}")
+        return standardise(inputs, self.normalization)
 
     @torch.inference_mode()
     def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
@@ -181,6 +190,11 @@ class Classifier:
         norm = (run.checkpoint.get("data_info") or {}).get("normalization")
         clf.normalization = (tuple(norm[0]), tuple(norm[1])) if norm else None
         return clf
+
+
+def _kind(spec: DataSpec) -> str:
+    """``rows of 30 features``, ``3x32x32 images``."""
+    return f"{spec.describe()} images" if spec.is_image else f"rows of {spec.describe()}"
 
 
 def _like(x: ArrayLike, out: Tensor) -> Tensor | np.ndarray:

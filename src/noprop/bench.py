@@ -223,7 +223,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration into ``spec['run_dir']``; return (and write) its measurements."""
     config = RunConfig.from_dict(spec["config"]).resolved()
     run_dir = Path(spec["run_dir"])
-    data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
     data = subset(data, spec.get("train_subset"), spec.get("test_subset"))
     memory = TrainingMemory(resolve_device(config.device))
     memory.start()

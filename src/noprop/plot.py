@@ -121,7 +121,7 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
     from noprop.training.trainer import readout_accuracies
 
     run = load_run(run_dir)
-    data = load_dataset(run.config.dataset, run.config.data_dir)
+    data = load_dataset(run.config.dataset, run.config.data_dir, label_column=run.config.label_column)
     return readout_accuracies(
         run.method, data.test_x[:samples], data.test_y[:samples],
         steps=run.config.sampler_steps, deterministic=run.config.eval_deterministic,

@@ -1,10 +1,17 @@
-"""Predict classes for new images with a saved model: read, prepare as in training, classify.
+"""Predict classes for new images or table rows with a saved model: read, prepare as in training,
+classify.
 
-Inputs are image files (anything Pillow reads), folders of them, ``.npz`` files with an ``x``
-array, or ``.npy`` arrays. Pixels are brought to [0, 1] (uint8 / 255; floats taken as they are),
-converted to the model's channels (grey <-> RGB, RGBA loses alpha) and size (bilinear, antialiased),
-each conversion reported as a note, then standardised with the per-channel mean and std the model
-was trained with, which the checkpoint records (``data_info.normalization``).
+For a model trained on images, inputs are image files (anything Pillow reads), folders of them,
+``.npz`` files with an ``x`` array, or ``.npy`` arrays. Pixels are brought to [0, 1] (uint8 / 255;
+floats taken as they are), converted to the model's channels (grey <-> RGB, RGBA loses alpha) and
+size (bilinear, antialiased), each conversion reported as a note, then standardised with the
+per-channel mean and std the model was trained with, which the checkpoint records
+(``data_info.normalization``).
+
+For a model trained on a table, inputs are ``.csv`` tables (the run's label column and a ``split``
+column, if there, are dropped; the other columns must be the training table's, by name and order,
+``data_info.feature_names``) or ``.npz``/``.npy`` arrays ``(N, D)``; each row is standardised per
+feature with the saved statistics and named ``table.csv[row]`` (rows counted from 0).
 
 A classifier answers the same way every time: prediction uses the noise-free sampler from a
 seeded starting point ``z_0`` unless ``stochastic`` passes of the paper's stochastic sampler are
@@ -23,6 +30,7 @@ from torch import Tensor
 
 from noprop.data import DataError
 from noprop.data.base import standardise
+from noprop.data.tabular import check_columns, features_from_array, read_csv
 from noprop.data.user import IMAGE_SUFFIXES, images_from_array, read_image_files
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
@@ -51,6 +59,18 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _load_array(path: Path, what: str) -> np.ndarray:
+    """The array ``x`` (``what``: images, rows) of an ``.npz`` file, or an ``.npy`` array."""
+    try:
+        raw = np.load(path, allow_pickle=False)
+        if path.suffix.lower() == ".npz" and "x" not in raw.files:
+            raise DataError(f"{path} holds no array 'x' (the {what}); it holds: "
+                            f"{', '.join(raw.files) or 'nothing'}")
+        return np.asarray(raw["x"] if path.suffix.lower() == ".npz" else raw)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {what} from {path}: {err}") from None
+
+
 def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     """Source names and images ``(N, C, H, W)`` in [0, 1] scale, from files, folders and arrays."""
     sources: list[str] = []
@@ -58,16 +78,13 @@ def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     images: list[Path] = []
     for path in _expand(paths):
         suffix = path.suffix.lower()
+        if suffix == ".csv":
+            raise DataError(f"{path} is a table, but this model takes images")
         if suffix in (".npz", ".npy"):
-            try:
-                raw = np.load(path, allow_pickle=False)
-                if suffix == ".npz" and "x" not in raw.files:
-                    raise DataError(f"{path} holds no array 'x' (the images); it holds: "
-                                    f"{', '.join(raw.files) or 'nothing'}")
-                a = raw["x"] if suffix == ".npz" else raw
-            except (OSError, ValueError) as err:
-                raise DataError(f"cannot read images from {path}: {err}") from None
-            x = images_from_array(np.asarray(a), f"{path}")
+            a = _load_array(path, "images")
+            if a.ndim == 2:
+                raise DataError(f"{path} holds a table of features {a.shape}, but this model takes images")
+            x = images_from_array(a, f"{path}")
             arrays.append(x)
             sources += [f"{path}[{i}]" for i in range(len(x))]
         else:
@@ -78,6 +95,41 @@ def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
         raise DataError(f"inputs have different image shapes: {sorted(shapes)}")
+    return sources, np.concatenate(arrays)
+
+
+def read_table_inputs(paths: list[Path], spec: DataSpec, feature_names: list[str] | None,
+                      label_column: str) -> tuple[list[str], np.ndarray]:
+    """Source names and rows ``(N, D)`` as they are, from ``.csv`` tables and ``(N, D)`` arrays;
+    a table's columns are checked against the model's ``feature_names``."""
+    takes = f"rows of {spec.describe()} (.csv tables or .npz/.npy arrays (N, {spec.input_size}))"
+    sources: list[str] = []
+    arrays: list[np.ndarray] = []
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"input {path} does not exist")
+        suffix = path.suffix.lower()
+        if path.is_dir() or suffix in IMAGE_SUFFIXES:
+            what = "a folder" if path.is_dir() else "an image"
+            raise DataError(f"{path} is {what}, but this model takes {takes}")
+        if suffix == ".csv":
+            table = read_csv(path, label_column, need_labels=False)
+            check_columns(table.feature_names, feature_names, path)
+            x = table.x
+        elif suffix in (".npz", ".npy"):
+            a = _load_array(path, "rows")
+            if a.ndim != 2:
+                raise DataError(f"{path} holds {'images' if a.ndim in (3, 4) else 'an array'} of shape "
+                                f"{a.shape}, but this model takes {takes}")
+            x = features_from_array(a, f"{path}")
+        else:
+            raise DataError(f"{path}: cannot read {suffix or 'a file without a suffix'}; "
+                            f"this model takes {takes}")
+        if x.shape[1] != spec.input_size:
+            raise DataError(f"{path} has {x.shape[1]} features per row, but the model takes "
+                            f"{spec.input_size}")
+        arrays.append(x)
+        sources += [f"{path}[{i}]" for i in range(len(x))]
     return sources, np.concatenate(arrays)
 
 
@@ -118,8 +170,15 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     the class probabilities of that many passes of the stochastic sampler (seeded)."""
     info = run.checkpoint.get("data_info") or {}
     spec = DataSpec.from_dict(run.checkpoint["spec"])
-    sources, raw = read_inputs(paths)
-    x, notes = prepare(raw, spec, info.get("normalization"))
+    if spec.is_image:
+        sources, raw = read_inputs(paths)
+        x, notes = prepare(raw, spec, info.get("normalization"))
+    elif len(spec.input_shape) == 1:
+        sources, rows = read_table_inputs(paths, spec, info.get("feature_names"), run.config.label_column)
+        x, notes = standardise(torch.from_numpy(rows), info.get("normalization")).contiguous(), []
+    else:
+        raise DataError(f"noprop predict reads images and tables; this model takes inputs of "
+                        f"shape {spec.describe()}")
     method = run.method.eval()
     device = next(method.parameters()).device
     generator = torch.Generator(device=device).manual_seed(run.config.eval_seed)

@@ -148,7 +148,7 @@ def run_experiment(
         command=command,
     )
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
+        data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
     data = limit_train(data, train_limit)
     result.train_examples = len(data.train_x)
     train_seconds = 0.0

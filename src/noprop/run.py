@@ -202,7 +202,8 @@ def opened_run(config: RunConfig, run_dir: Path | None, *, resume: bool, overwri
         if run_dir is not None:
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             remove_stale_temporaries(run_dir)
-        yield data if data is not None else load_dataset(config.dataset, config.data_dir)
+        yield data if data is not None else load_dataset(config.dataset, config.data_dir,
+                                                         label_column=config.label_column)
 
 
 def refuse_finished(trainer: Trainer, run_dir: Path | None) -> None:

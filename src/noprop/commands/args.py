@@ -55,7 +55,8 @@ def positive_float(text: str) -> float:
 
 
 def dataset_name(text: str) -> str:
-    """A known dataset name or a path (.npz file, image folder); unknown names list the known ones."""
+    """A known dataset name or a path (.npz file, .csv table, image folder); unknown names list the
+    known ones."""
     try:
         return check_dataset(text)
     except DataError as err:
@@ -65,7 +66,7 @@ def dataset_name(text: str) -> str:
 #: Fields whose command-line value needs more than the field's type and range.
 SPECIAL_TYPES: dict[str, Callable[[str], Any]] = {"dataset": dataset_name}
 #: Help that names what only this floor knows (the data catalogue).
-SPECIAL_HELP = {"dataset": f"{', '.join(DATASETS)}, or a .npz file or image folder",
+SPECIAL_HELP = {"dataset": f"{', '.join(DATASETS)}, or a .npz file, .csv table or image folder",
                 "method": "training method"}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from noprop.data import CATALOG, DataError, WrongDatasetError, load_dataset, verify_found
+from noprop.data import CATALOG, EMBEDDED_TABLES, DataError, WrongDatasetError, load_dataset, verify_found
 from noprop.data.catalog import DatasetInfo
 from noprop.data.download import download_dataset
 from noprop.data.integrity import verify_file
@@ -86,7 +86,7 @@ def _layout_name(found: Found) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     root = resolve_root(args.data_dir)
     print(_describe_root(root))
-    rows = [("digits", "embedded", "-", "built in (scikit-learn)")]
+    rows = [(name, "embedded", "-", "built in (scikit-learn)") for name in ("digits", *EMBEDDED_TABLES)]
     failed = False
     checked: dict[tuple, tuple[str, str | None]] = {}
     for info in CATALOG.values():

@@ -8,6 +8,7 @@ from pathlib import Path
 from noprop.commands.args import positive_int
 from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
 from noprop.data.base import standardise, unstandardise
+from noprop.data.tabular import check_columns
 from noprop.run import load_run
 from noprop.training.device import check_device, resolve_device
 from noprop.training.trainer import evaluate_accuracy
@@ -37,10 +38,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or config.dataset
     if name == "user":
         raise DataError(f"{args.path} was fitted from Python on in-memory data; pass --dataset PATH "
-                        "(a .npz file or an image folder) or a dataset name to evaluate it")
-    data = load_dataset(check_dataset(name), args.data_dir or (None if args.dataset else config.data_dir))
+                        "(a .npz file, a .csv table or an image folder) or a dataset name to evaluate it")
+    data = load_dataset(check_dataset(name), args.data_dir or (None if args.dataset else config.data_dir),
+                        label_column=config.label_column)
     if args.dataset:
-        data = _as_the_model_saw(data, (run.checkpoint.get("data_info") or {}).get("normalization"))
+        info = run.checkpoint.get("data_info") or {}
+        check_columns(data.feature_names, info.get("feature_names"), name)
+        data = _as_the_model_saw(data, info.get("normalization"))
     for steps in args.steps or [config.sampler_steps]:
         acc = evaluate_accuracy(
             run.method, data.test_x, data.test_y, steps=steps,

@@ -1,4 +1,5 @@
-"""``noprop predict RUN INPUT...``: classify new images with a saved model, one CSV row each."""
+"""``noprop predict RUN INPUT...``: classify new images or table rows with a saved model, one CSV
+row each."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from noprop.run import load_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify images with a saved model (CSV to stdout or --output)")
+    p = sub.add_parser("predict", help="classify images or table rows with a saved model (CSV to stdout "
+                       "or --output)")
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("inputs", type=Path, nargs="+",
-                   help="image files, folders of images, .npz files (array x) or .npy arrays")
+                   help="image files, folders of images, .npz files (array x) or .npy arrays; for a model "
+                        "trained on a table: .csv tables with its columns, or (N, D) arrays")
     p.add_argument("--output", type=Path, default=None, help="write the CSV here instead of stdout")
     p.add_argument("--steps", type=int, default=None,
                    help="inference steps (CT/FM; default: the model's own, as in training)")

@@ -1,8 +1,10 @@
 """Datasets by name or by path.
 
-Names: ``digits`` (embedded, no files), ``mnist``, ``fashion-mnist``, ``cifar-10``, ``cifar-100``
+Names: ``digits`` (embedded, no files), the embedded tables ``breast-cancer`` and ``wine``
+(:mod:`noprop.data.embedded_tables`), ``mnist``, ``fashion-mnist``, ``cifar-10``, ``cifar-100``
 and ``cifar-100-coarse``, read from their original files, which are verified against the official
-md5 before use. Paths: a ``.npz`` file or a folder of images per class (:mod:`noprop.data.user`).
+md5 before use. Paths: a ``.npz`` file, a ``.csv`` table or a folder of images per class
+(:mod:`noprop.data.user`, :mod:`noprop.data.tabular`).
 Where the files are looked for and when they are downloaded: :mod:`noprop.data.locate`, docs/data.md.
 """
 
@@ -16,12 +18,15 @@ from noprop.data.catalog import CATALOG, DataFile, DatasetInfo
 from noprop.data.cifar import load_cifar
 from noprop.data.digits import load_digits
 from noprop.data.download import download_dataset
+from noprop.data.embedded_tables import EMBEDDED_TABLES, load_embedded_table
 from noprop.data.idx import load_idx_dataset
 from noprop.data.integrity import file_md5, verify_file
 from noprop.data.locate import Found, find, missing_message, resolve_root
 from noprop.data.user import load_user_data
 
-DATASETS: tuple[str, ...] = ("digits", *CATALOG)
+DATASETS: tuple[str, ...] = ("digits", *CATALOG, *EMBEDDED_TABLES)
+#: The suffixes of a file given as a dataset (an image folder needs none).
+DATASET_SUFFIXES = (".npz", ".csv")
 
 
 def load_dataset(
@@ -30,8 +35,10 @@ def load_dataset(
     *,
     download: bool = True,
     progress: bool = True,
+    label_column: str = "label",
 ) -> ClassificationData:
-    """Load dataset ``name`` (a known name, or the path of a ``.npz`` file / image folder).
+    """Load dataset ``name`` (a known name, or the path of a ``.npz`` file, ``.csv`` table or image
+    folder; ``label_column`` names a table's label column).
 
     Named datasets are looked for under ``data_dir``, else ``$NOPROP_DATA``, else the per-user
     cache; only into the cache are missing files downloaded (when ``download``). Every file is
@@ -39,10 +46,12 @@ def load_dataset(
     """
     if name == "digits":
         return load_digits()
+    if name in EMBEDDED_TABLES:
+        return load_embedded_table(name)
     if name in CATALOG:
         return _load_known(CATALOG[name], data_dir, download=download, progress=progress)
     if is_dataset_path(name):
-        return load_user_data(Path(name).expanduser())
+        return load_user_data(Path(name).expanduser(), label_column)
     raise DataError(unknown_dataset_message(name))
 
 
@@ -107,13 +116,19 @@ def _load_known(info: DatasetInfo, data_dir: str | Path | None, *, download: boo
 
 
 def is_dataset_path(text: str) -> bool:
-    """Whether ``--dataset text`` means a path (has a separator, ends in .npz, or exists)."""
-    return "/" in text or os.sep in text or text.lower().endswith(".npz") or Path(text).expanduser().exists()
+    """Whether ``--dataset text`` means a path (has a separator, ends in .npz or .csv, or exists)."""
+    return ("/" in text or os.sep in text or text.lower().endswith(DATASET_SUFFIXES)
+            or Path(text).expanduser().exists())
+
+
+def is_table_file(text: str) -> bool:
+    """Whether dataset ``text`` is a ``.csv`` table (the datasets with a label column to name)."""
+    return text.lower().endswith(".csv")
 
 
 def unknown_dataset_message(name: str) -> str:
     return (f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
-            "or give the path of a .npz file or of a folder of images per class")
+            "or give the path of a .npz file, a .csv table or a folder of images per class")
 
 
 def check_dataset(name: str) -> str:
@@ -126,12 +141,14 @@ def check_dataset(name: str) -> str:
 __all__ = [
     "CATALOG",
     "DATASETS",
+    "EMBEDDED_TABLES",
     "BatchTransform",
     "ClassificationData",
     "DataError",
     "WrongDatasetError",
     "batches",
     "check_dataset",
+    "is_table_file",
     "load_dataset",
     "num_batches",
 ]

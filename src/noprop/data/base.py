@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +31,8 @@ class ClassificationData:
 
     ``train_transform`` is the dataset's training augmentation (CIFAR: random crop and flip), or
     ``None``; the trainer applies it to each training batch only when the run asks for it.
+    ``feature_names``: a table's column names, one per feature (saved with the model, so that
+    ``noprop predict`` can check a new table's columns).
     """
 
     name: str
@@ -42,6 +46,7 @@ class ClassificationData:
     #: Per-channel ``(mean, std)`` the images were standardised with, in units of pixels scaled
     #: to [0, 1]; saved with the model so ``noprop predict`` can prepare raw images the same way.
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    feature_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -60,10 +65,44 @@ class ClassificationData:
                 )
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise DataError(f"{self.name}: train and test images differ in shape")
+        if self.feature_names is not None and (self.train_x.dim() != 2
+                                               or len(self.feature_names) != self.train_x.shape[1]):
+            raise DataError(f"{self.name}: {len(self.feature_names)} feature names for inputs of shape "
+                            f"{tuple(self.train_x.shape[1:])}")
 
     @property
     def spec(self) -> DataSpec:
         return DataSpec(tuple(self.train_x.shape[1:]), self.num_classes)
+
+
+#: The fixed hold-out of data that comes without a test split: a seeded 20 % of the examples.
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+def hold_out(x: np.ndarray, y: np.ndarray, source: Path | str) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_test, y_test)``: a fixed seeded ``TEST_FRACTION`` (at least one
+    example) held out for testing."""
+    if len(x) < 2:
+        raise DataError(f"{source}: need at least 2 examples to hold some out for testing")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = max(1, int(len(x) * TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def count_classes(y: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...] | None,
+                  source: Path | str) -> int:
+    """The number of classes: ``len(class_names)``, else the largest label + 1; labels checked."""
+    lo, hi = int(min(y.min(), y_test.min())), int(max(y.max(), y_test.max()))
+    num_classes = len(class_names) if class_names is not None else hi + 1
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"{source}: label {bad} is out of range; labels must be 0..{num_classes - 1}"
+                        + (f" (class_names lists {num_classes} classes)" if class_names is not None else ""))
+    if num_classes < 2:
+        raise DataError(f"{source}: needs at least 2 classes, found {num_classes}")
+    return num_classes
 
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]] | list[list[float]]

@@ -3,13 +3,16 @@
 * A ``.npz`` file with ``x`` (images) and ``y`` (integer labels ``0..C-1``); optionally ``x_test``
   and ``y_test`` (otherwise a fixed, seeded 20 % of the examples is held out for testing) and
   ``class_names``. Images are ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (channels last
-  is recognised when the last axis is 1, 3 or 4 and the second is not).
+  is recognised when the last axis is 1, 3 or 4 and the second is not). A 2-D ``x`` ``(N, D)`` is a
+  table of features (:mod:`noprop.data.tabular`), optionally with ``feature_names``.
+* A ``.csv`` table (:mod:`noprop.data.tabular`), its labels in the column ``label_column``.
 * A folder with one sub-folder of images per class (the sub-folder names, sorted, are the
   classes), or with ``train/`` and ``test/`` sub-folders each laid out that way. Read with Pillow;
   all images must have one size; greyscale stays one channel, anything else becomes RGB.
 
 Shapes and the number of classes come from the data. uint8 pixels are scaled to [0, 1]; then each
-channel is standardised with the training set's mean and standard deviation.
+channel is standardised with the training set's mean and standard deviation (tables: each feature,
+as it is, never rescaled).
 """
 
 from __future__ import annotations
@@ -20,23 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noprop.data.base import ClassificationData, DataError
+from noprop.data.base import ClassificationData, DataError, count_classes, hold_out
+from noprop.data.tabular import assemble_table, features_from_array, load_csv
 
-TEST_FRACTION = 0.2
-SPLIT_SEED = 0
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
-def load_user_data(path: Path) -> ClassificationData:
-    """A ``.npz`` file or an image folder; errors are one line naming the problem."""
+def load_user_data(path: Path, label_column: str = "label") -> ClassificationData:
+    """A ``.npz`` file, a ``.csv`` table or an image folder; errors are one line naming the problem."""
     if not path.exists():
         raise DataError(f"dataset path {path} does not exist")
     if path.is_dir():
         return load_image_folder(path)
     if path.suffix.lower() == ".npz":
         return load_npz(path)
-    raise DataError(f"{path}: a dataset path must be a .npz file or a folder of images per class")
+    if path.suffix.lower() == ".csv":
+        return load_csv(path, label_column)
+    raise DataError(f"{path}: a dataset path must be a .npz file, a .csv table or a folder of images "
+                    "per class")
 
 
 # -- .npz ------------------------------------------------------------------------------------
@@ -53,19 +58,26 @@ def load_npz(path: Path) -> ClassificationData:
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"{path}: give both x_test and y_test, or neither")
     names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else None
-    x, y = images_from_array(arrays["x"], f"{path}: x"), _labels(arrays["y"], f"{path}: y")
+    table = arrays["x"].ndim == 2  # rows of features, not images
+    inputs, items = (features_from_array, "rows") if table else (images_from_array, "images")
+    x, y = inputs(arrays["x"], f"{path}: x"), _labels(arrays["y"], f"{path}: y")
     if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+        raise DataError(f"{path}: x has {len(x)} {items} but y has {len(y)} labels")
     if "x_test" in arrays:
-        xt = images_from_array(arrays["x_test"], f"{path}: x_test")
+        xt = inputs(arrays["x_test"], f"{path}: x_test")
         yt = _labels(arrays["y_test"], f"{path}: y_test")
         if len(xt) != len(yt):
-            raise DataError(f"{path}: x_test has {len(xt)} images but y_test has {len(yt)} labels")
+            raise DataError(f"{path}: x_test has {len(xt)} {items} but y_test has {len(yt)} labels")
         if xt.shape[1:] != x.shape[1:]:
-            raise DataError(f"{path}: x_test images are {xt.shape[1:]}, x images are {x.shape[1:]}")
+            raise DataError(f"{path}: x_test {items} are {xt.shape[1:]}, x {items} are {x.shape[1:]}")
     else:
-        x, y, xt, yt = _split(x, y, path)
-    return _assemble(path.stem, x, y, xt, yt, names, path)
+        x, y, xt, yt = hold_out(x, y, path)
+    if not table:
+        return _assemble(path.stem, x, y, xt, yt, names, path)
+    features = tuple(str(n) for n in arrays["feature_names"]) if "feature_names" in arrays else None
+    if features is not None and len(features) != x.shape[1]:
+        raise DataError(f"{path}: feature_names lists {len(features)} names but x has {x.shape[1]} features")
+    return assemble_table(path.stem, x, y, xt, yt, names, features, path)
 
 
 def images_from_array(a: np.ndarray, what: str) -> np.ndarray:
@@ -77,6 +89,9 @@ def images_from_array(a: np.ndarray, what: str) -> np.ndarray:
     elif a.ndim == 4:
         if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
             a = a.transpose(0, 3, 1, 2)
+    elif a.ndim == 2:
+        raise DataError(f"{what} is a table of features (N, D) = {a.shape}, not images (N, H, W), "
+                        "(N, C, H, W) or (N, H, W, C)")
     else:
         raise DataError(f"{what} must be images (N, H, W), (N, C, H, W) or (N, H, W, C); got shape {a.shape}")
     if len(a) == 0:
@@ -95,16 +110,6 @@ def _labels(a: np.ndarray, what: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _split(x: np.ndarray, y: np.ndarray, source: Path) -> tuple[np.ndarray, ...]:
-    """A fixed seeded hold-out of ``TEST_FRACTION`` of the examples (at least one)."""
-    if len(x) < 2:
-        raise DataError(f"{source}: need at least 2 examples to hold some out for testing")
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    n_test = max(1, int(len(x) * TEST_FRACTION))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
-
-
 def _assemble(
     name: str,
     x: np.ndarray,
@@ -115,15 +120,7 @@ def _assemble(
     source: Path,
 ) -> ClassificationData:
     """Check labels, standardise per channel with training statistics, build the container."""
-    lo = int(min(y.min(), yt.min()))
-    hi = int(max(y.max(), yt.max()))
-    num_classes = len(class_names) if class_names is not None else hi + 1
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise DataError(f"{source}: label {bad} is out of range; labels must be 0..{num_classes - 1}"
-                        + (f" (class_names lists {num_classes} classes)" if class_names is not None else ""))
-    if num_classes < 2:
-        raise DataError(f"{source}: needs at least 2 classes, found {num_classes}")
+    num_classes = count_classes(y, yt, class_names, source)
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
     std = np.maximum(x.std(axis=(0, 2, 3), keepdims=True), 1e-6)
     return ClassificationData(
@@ -155,7 +152,7 @@ def load_image_folder(root: Path) -> ClassificationData:
         files, classes = _class_files(root)
         x = read_image_files([p for p, _ in files])
         y = np.array([classes.index(c) for _, c in files], dtype=np.int64)
-        x, y, xt, yt = _split(x, y, root)
+        x, y, xt, yt = hold_out(x, y, root)
     return _assemble(root.name, x, y, xt, yt, tuple(classes), root)
 
 

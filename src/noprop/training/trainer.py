@@ -253,6 +253,8 @@ class Trainer:
                 "class_names": list(self.data.class_names) if self.data.class_names else None,
                 "normalization": ([list(v) for v in self.data.normalization]
                                   if self.data.normalization else None),
+                # a table's columns, which a table given to noprop predict must repeat
+                "feature_names": list(self.data.feature_names) if self.data.feature_names else None,
             },
             "model": self.method.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
