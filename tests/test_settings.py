@@ -50,7 +50,7 @@ def test_the_command_line_refuses_a_setting_the_method_does_not_take(tmp_path) -
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "noprop: error: method ct does not take num_blocks; it takes: conv_padding, embedding, "
-        "embedding_dim, eta, inference_steps, schedule_gamma"]
+        "embedding_dim, encoder, encoder_depth, encoder_width, eta, inference_steps, schedule_gamma"]
     assert not (tmp_path / "runs").exists()
 
 
