@@ -59,7 +59,8 @@ def rows(dataset: str, bench: dict) -> list[str]:
     for row in bench["summary"]:
         m = row["method"]
         if not row["runs"]:
-            out.append(f"| {dataset} | {LABELS.get(m, m)} | failed | – | – | – |")
+            state = "failed" if row.get("failed") else "not run yet (bench stopped)"
+            out.append(f"| {dataset} | {LABELS.get(m, m)} | {state} | – | – | – |")
             continue
         ratios = row.get("ratios", {})
         t = ratios.get("train_seconds")
