@@ -130,6 +130,26 @@ def unstandardise(x: Tensor, normalization: Normalization | None) -> Tensor:
     return x * std + mean
 
 
+def standardised_data(name: str, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
+                      normalization: Normalization, *, class_names: tuple[str, ...] | None,
+                      source: Path | str, feature_names: tuple[str, ...] | None = None
+                      ) -> ClassificationData:
+    """The container for a user's train/test arrays: labels checked, both splits standardised with
+    ``normalization`` (the training split's per-channel or per-feature ``(mean, std)``), recorded."""
+    num_classes = count_classes(y, yt, class_names, source)
+    return ClassificationData(
+        name,
+        standardise(torch.from_numpy(x), normalization),
+        torch.from_numpy(y),
+        standardise(torch.from_numpy(xt), normalization),
+        torch.from_numpy(yt),
+        num_classes=num_classes,
+        class_names=class_names,
+        normalization=(tuple(normalization[0]), tuple(normalization[1])),
+        feature_names=feature_names,
+    )
+
+
 def batches(
     x: Tensor,
     y: Tensor,

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from noprop.data.base import ClassificationData, DataError, count_classes, hold_out
+from noprop.data.base import ClassificationData, DataError, hold_out, standardised_data
 
 #: Cells that mean "no value" (compared stripped and lower-cased); missing values are refused.
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -210,17 +209,5 @@ def assemble_table(
     source: Path | str,
 ) -> ClassificationData:
     """Check labels, standardise every feature with training statistics, build the container."""
-    num_classes = count_classes(y, yt, class_names, source)
-    stats = feature_statistics(x)
-    mean, std = (np.array(v, dtype=np.float32) for v in stats)
-    return ClassificationData(
-        name,
-        torch.from_numpy((x - mean) / std),
-        torch.from_numpy(y),
-        torch.from_numpy((xt - mean) / std),
-        torch.from_numpy(yt),
-        num_classes=num_classes,
-        class_names=class_names,
-        normalization=stats,
-        feature_names=feature_names,
-    )
+    return standardised_data(name, x, y, xt, yt, feature_statistics(x), class_names=class_names,
+                             source=source, feature_names=feature_names)

@@ -21,9 +21,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from noprop.data.base import ClassificationData, DataError, count_classes, hold_out
+from noprop.data.base import ClassificationData, DataError, hold_out, standardised_data
 from noprop.data.tabular import assemble_table, features_from_array, load_csv
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -120,19 +119,10 @@ def _assemble(
     source: Path,
 ) -> ClassificationData:
     """Check labels, standardise per channel with training statistics, build the container."""
-    num_classes = count_classes(y, yt, class_names, source)
-    mean = x.mean(axis=(0, 2, 3), keepdims=True)
-    std = np.maximum(x.std(axis=(0, 2, 3), keepdims=True), 1e-6)
-    return ClassificationData(
-        name,
-        torch.from_numpy((x - mean) / std),
-        torch.from_numpy(y),
-        torch.from_numpy((xt - mean) / std),
-        torch.from_numpy(yt),
-        num_classes=num_classes,
-        class_names=class_names,
-        normalization=(tuple(mean.ravel().tolist()), tuple(std.ravel().tolist())),
-    )
+    mean = x.mean(axis=(0, 2, 3))
+    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
+    return standardised_data(name, x, y, xt, yt, (tuple(mean.tolist()), tuple(std.tolist())),
+                             class_names=class_names, source=source)
 
 
 # -- image folders ---------------------------------------------------------------------------
