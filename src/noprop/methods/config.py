@@ -67,7 +67,17 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig(MethodConfig):
+class ConvPaddingConfig(MethodConfig):
+    """Methods built on the paper's conv stack (``local`` cuts it into stages; the rest use it as
+    their ``paper`` encoder)."""
+
+    conv_padding: str = setting(
+        "auto", "conv padding of the paper's conv stack (other encoders ignore it): valid (the paper's), "
+        "same, or auto (valid unless images are under 16 px)", choices=("auto", "valid", "same"), shape=True)
+
+
+@dataclass(frozen=True)
+class EncoderConfig(ConvPaddingConfig):
     """Methods whose blocks read the input through an encoder (:mod:`noprop.encoders`).
 
     ``encoder`` may also be given as a callable (Python API); it is kept as its import path,
@@ -81,10 +91,6 @@ class EncoderConfig(MethodConfig):
                                         "stage (16)", positive=True, shape=True)
     encoder_depth: int | None = setting(None, "mlp: hidden layers (2); resnet: depth 6n+2 (20)",
                                         positive=True, shape=True)
-    conv_padding: str = setting(
-        "auto", "conv padding of the paper encoder (others ignore it): valid (the paper's), same, or auto "
-        "(valid unless images are under 16 px)", choices=("auto", "valid", "same"), shape=True)
-
     def __post_init__(self) -> None:
         if callable(self.encoder):
             object.__setattr__(self, "encoder", factory_path(self.encoder))

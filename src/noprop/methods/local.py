@@ -21,27 +21,14 @@ The prediction is the last head's; :meth:`readout_logits` gives every head's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.blocks import HIDDEN, ImageBranch, resolve_padding
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig
-from noprop.settings import setting
+from noprop.methods.config import ConvPaddingConfig
 from noprop.spec import DataSpec
-
-
-@dataclass(frozen=True)
-class LocalConfig(MethodConfig):
-    """The cut of the paper's conv stack into four blocks is fixed, so the only setting is its padding
-    (another encoder would need its own cut points: not offered)."""
-
-    conv_padding: str = setting(
-        "auto", "conv padding: valid (the paper's), same, or auto (valid unless images are under 16 px)",
-        choices=("auto", "valid", "same"), shape=True)
 
 
 def _conv_head(channels: int, num_classes: int) -> nn.Module:
@@ -53,9 +40,9 @@ class LocalLearning(Method):
 
     name = "local"
     default_optimizer = "adamw"
-    config_class = LocalConfig
+    config_class = ConvPaddingConfig
 
-    def __init__(self, spec: DataSpec, config: LocalConfig | None = None, **settings: object) -> None:
+    def __init__(self, spec: DataSpec, config: ConvPaddingConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
         padding = resolve_padding(self.config.conv_padding, spec)
         branch = ImageBranch(spec, padding=padding, batch_norm=True)
