@@ -106,6 +106,8 @@ class RunConfig:
     precision: str = setting("auto", "bf16: autocast the forward passes of training and evaluation; "
                              "auto: bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32; "
                              "results.json records what ran", choices=PRECISIONS)
+    cuda_graphs: bool = setting(False, "CUDA only: record each training step once as a CUDA graph and "
+                                "replay it per batch (same steps, fewer launches; docs/benchmarks.md)")
     # bookkeeping
     seed: int = setting(0, "seed of initialisation, shuffling and training noise")
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", metavar="DEVICE")

@@ -42,12 +42,14 @@ class RandomCropFlip:
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
         flip = torch.rand(b, generator=generator) < 0.5
-        cols = torch.arange(w)
+        if x.device.type != "cpu":  # the draws (CPU generator) go over without a host sync
+            dy, dx, flip = (t.pin_memory().to(x.device, non_blocking=True) for t in (dy, dx, flip))
+        cols = torch.arange(w, device=x.device)
         cols = torch.where(flip[:, None], cols.flip(0)[None, :], cols[None, :]) + dx[:, None]  # (B, W)
-        rows = torch.arange(h)[None, :] + dy[:, None]  # (B, H)
+        rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]  # (B, H)
         # one gather over the flattened padded images (3-4x faster than advanced indexing)
         idx = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-        return torch.gather(padded.view(b, c, hp * wp), 2, idx.to(x.device)).view(b, c, h, w)
+        return torch.gather(padded.view(b, c, hp * wp), 2, idx).view(b, c, h, w)
 
 
 def cifar_augmentation(mean: Sequence[float], std: Sequence[float], padding: int = 4) -> RandomCropFlip:

@@ -167,6 +167,7 @@ def batches(
     """
     n = len(x)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(x.device)  # once per epoch: a GPU-resident set is then indexed without a host sync
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]

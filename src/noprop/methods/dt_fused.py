@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.sampler import posterior_chain
 from noprop.schedules import gaussian_prior_kl
+from noprop.training.device import bf16_autocast
 
 if TYPE_CHECKING:
     from noprop.methods.dt import NoPropDT
@@ -150,7 +151,7 @@ class StackedBlocks:
         if self.channels_last if self.channels_last is not None else on_cuda:
             args = tuple(a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args)
         use_autocast = self.autocast if self.autocast is not None else on_cuda
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_autocast else nullcontext()
+        autocast = bf16_autocast(device) if use_autocast else nullcontext()
 
         def one_block(p: dict[str, Tensor], b: dict[str, Tensor], *a: Tensor) -> Tensor:
             return functional_call(module, (p, b), a)

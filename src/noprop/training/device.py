@@ -111,8 +111,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+def capturing_cuda_graph() -> bool:
+    """Whether the current CUDA stream is recording a graph (:mod:`noprop.training.graphs`)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def bf16_autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on ``device``; its cache of cast weights is off while a CUDA graph records,
+    as PyTorch's graph notes require (a cached cast would outlive the recorded step)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not capturing_cuda_graph())
+
+
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context of a resolved precision (a no-op for fp32)."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return bf16_autocast(device)
     return contextlib.nullcontext()

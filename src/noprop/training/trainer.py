@@ -36,6 +36,7 @@ from noprop._version import __version__
 from noprop.config import RunConfig, model_differences
 from noprop.data.base import ClassificationData, batches, num_batches
 from noprop.methods.base import Method
+from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import (
     CheckpointError,
@@ -55,8 +56,9 @@ from noprop.training.device import (
     resolve_device,
     resolve_precision,
 )
+from noprop.training.graphs import CudaGraphRecorder, GraphedSteps, optimizer_state
 from noprop.training.interrupt import StopRequest, TrainingInterrupted
-from noprop.training.lr_schedule import lr_factor
+from noprop.training.lr_schedule import lr_factor, plain_lrs, set_lr
 from noprop.training.metrics import MetricsLog
 from noprop.training.nonfinite import (
     CHECK_EVERY,
@@ -73,7 +75,7 @@ from noprop.training.nonfinite import (
 RESUMABLE_CHANGES = frozenset({
     "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "log_epochs", "checkpoint_minutes",
     "max_train_seconds", "skip_nonfinite", "flush_denormal", "precision", "eval_inference_steps",
-    "num_threads", "tensorboard",
+    "num_threads", "tensorboard", "cuda_graphs",
     "eval_deterministic", "eval_seed",
 })
 
@@ -83,11 +85,15 @@ METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 
 
-def make_optimizers(method: Method, config: RunConfig) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per parameter group, so an idle group's state never changes."""
+def make_optimizers(method: Method, config: RunConfig, *, capturable: bool = False
+                    ) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per parameter group, so an idle group's state never changes.
+
+    ``capturable``: their step can be recorded in a CUDA graph (:mod:`noprop.training.graphs`).
+    """
     kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
     return {
-        name: kind(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        name: kind(params, lr=config.lr, weight_decay=config.weight_decay, fused=True, capturable=capturable)
         for name, params in method.parameter_groups().items()
         if params
     }
@@ -208,9 +214,10 @@ class Trainer:
         self.data = data
         self._train_x, self._train_y = self._training_tensors()
         self.run_dir = run_dir
-        self.optimizers = make_optimizers(method, config)
-        self.units = method.training_units()
         self.parallelism = parallelism or Parallelism()
+        check_cuda_graphs(config, self.device, self.parallelism)
+        self.optimizers = make_optimizers(method, config, capturable=config.cuda_graphs)
+        self.units = method.training_units()
         #: The units this process trains (all of them unless block parallel).
         self.trained_units = self.parallelism.units(len(self.units))
         self.metrics = MetricsLog(run_dir / METRICS if run_dir else None, tensorboard=config.tensorboard)
@@ -236,6 +243,10 @@ class Trainer:
         self.denormals_flushed = False
         #: Optimizer steps taken on each unit over the whole run (checkpointed).
         self.unit_steps = [0] * len(self.units)
+        #: Recorded steps replayed per batch (``cuda_graphs``); ``None`` runs every step eagerly.
+        self.graphs = (GraphedSteps(self._step_body, self._step_state, list(self.optimizers.values()),
+                                    CudaGraphRecorder(self.device), scheduled_lr=self.scheduled_lr)
+                       if config.cuda_graphs else None)
 
     # -- state ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
@@ -257,7 +268,7 @@ class Trainer:
                 "feature_names": list(self.data.feature_names) if self.data.feature_names else None,
             },
             "model": self.method.state_dict(),
-            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "optimizers": {k: plain_lrs(opt.state_dict()) for k, opt in self.optimizers.items()},
             "epoch": self.epoch,
             "step": self.step,
             "epoch_sums": {k: torch.as_tensor(v).detach().cpu() for k, v in self._sums.items()},
@@ -289,7 +300,8 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
             for group in opt.param_groups:  # a changed lr / weight decay applies from here on
-                group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
+                set_lr(group, self.config.lr)
+                group["weight_decay"] = self.config.weight_decay
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step", 0))
         self._sums = {k: v.to(self.device) for k, v in state.get("epoch_sums", {}).items()}
@@ -365,27 +377,49 @@ class Trainer:
         Returns the loss terms, or ``None`` when ``skip_nonfinite`` dropped a batch whose loss or
         gradient is NaN/inf: no optimizer step, and the buffers (BatchNorm statistics) as before.
         """
-        snapshot = [b.clone() for b in self._buffers] if self.config.skip_nonfinite else None
+        terms = self.graphs(unit, x, y) if self.graphs is not None else None
+        if terms is not None:  # replayed from a CUDA graph (one process, stop mode)
+            self._pending.add(self._where(unit), *step_values(terms, x))
+        else:
+            snapshot = [b.clone() for b in self._buffers] if self.config.skip_nonfinite else None
+            terms = self._forward_backward(unit, x, y)
+            if snapshot is None:  # stop mode: checked in bulk later, without a sync here
+                self._pending.add(self._where(unit), *step_values(terms, x))
+            else:
+                what = describe_values(*step_values(terms, x, (p.grad for p in self._unit_params[unit])))
+                if what is not None:
+                    self._skip_batch(unit, snapshot, Fault(*self._where(unit), what=what))
+                    self.parallelism.after_step(self.method)
+                    return None
+            self._optimizer_step(unit)
+        self.unit_steps[unit] += 1
+        self.parallelism.after_step(self.method)
+        return terms
+
+    def _forward_backward(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Unit's loss and its gradients (all-reduced across processes if data parallel)."""
         with autocast_for(self.precision, self.device):
             out = self.method.unit_loss(unit, x, y)
         out.loss.float().backward()
         self.parallelism.sync_gradients(self.method, self.units[unit].groups)
-        terms = {"loss": out.loss.detach(), **out.terms}
-        if snapshot is None:  # stop mode: checked in bulk later, without a sync here
-            self._pending.add(self._where(unit), *step_values(terms, x))
-        else:
-            what = describe_values(*step_values(terms, x, (p.grad for p in self._unit_params[unit])))
-            if what is not None:
-                self._skip_batch(unit, snapshot, Fault(*self._where(unit), what=what))
-                self.parallelism.after_step(self.method)
-                return None
+        return {"loss": out.loss.detach(), **out.terms}
+
+    def _optimizer_step(self, unit: int) -> None:
+        """Step only the optimizers of the groups ``unit`` owns, then drop their gradients."""
         for group in self.units[unit].groups:
             if group in self.optimizers:
                 self.optimizers[group].step()
                 self.optimizers[group].zero_grad(set_to_none=True)
-        self.unit_steps[unit] += 1
-        self.parallelism.after_step(self.method)
+
+    def _step_body(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """What a CUDA graph records: a step without its checks."""
+        terms = self._forward_backward(unit, x, y)
+        self._optimizer_step(unit)
         return terms
+
+    def _step_state(self) -> list[Tensor]:
+        """Every tensor a step may change: parameters, buffers, optimizer state."""
+        return [*self.method.parameters(), *self._buffers, *optimizer_state(list(self.optimizers.values()))]
 
     def _where(self, unit: int) -> tuple[str, int, int, int]:
         """(unit name, epoch, step, steps per epoch) of the step being taken, 1-based."""
@@ -444,10 +478,15 @@ class Trainer:
         where = position(*self._saved_at, self.steps_per_epoch()) if self._saved_at else None
         raise TrainingInterrupted(self._stop.signum, self.run_dir, where)
 
+    @property
+    def scheduled_lr(self) -> bool:
+        """Whether the lr changes during the run (a schedule or a warm-up)."""
+        return self.config.lr_schedule != "constant" or bool(self.config.warmup_epochs)
+
     def _schedule_lr(self, unit: int, steps_per_epoch: int) -> None:
         """Set the lr of ``unit``'s optimizers for the coming step (training/lr_schedule.py)."""
         config = self.config
-        if config.lr_schedule == "constant" and not config.warmup_epochs:
+        if not self.scheduled_lr:
             return
         if config.block_order == "sequential":  # each unit's own pass is its epoch
             per_unit = steps_per_epoch // len(self.trained_units)
@@ -459,7 +498,7 @@ class Trainer:
         for group in self.units[unit].groups:
             if group in self.optimizers:
                 for param_group in self.optimizers[group].param_groups:
-                    param_group["lr"] = lr
+                    set_lr(param_group, lr)
 
     def train_epoch(self) -> dict[str, float]:
         """The rest of the current epoch (all of it unless resumed mid-epoch); mean loss terms.
@@ -607,12 +646,26 @@ class Trainer:
             "block_order": self.config.block_order if len(self.units) > 1 else None,
             "untrained_units": self.untrained_units(),
             **self.method.describe(),
+            **(self.graphs.describe() if self.graphs is not None else {}),
             **self.parallelism.describe(),
             "config": self.resolved_config(),
         }
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / RESULTS, results)
         return results
+
+
+def check_cuda_graphs(config: RunConfig, device: torch.device, parallelism: Parallelism) -> None:
+    """``cuda_graphs`` applies to one process on a CUDA device, in stop mode; else one line."""
+    if not config.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device; this run is on {device.type}")
+    if config.skip_nonfinite:
+        raise ConfigError("cuda_graphs cannot be used with skip_nonfinite (a recorded step cannot "
+                          "look at its gradients before the optimizer step)")
+    if type(parallelism) is not Parallelism:
+        raise ConfigError("cuda_graphs trains in one process; it is not available with --nproc/torchrun")
 
 
 def model_summary(method: Method) -> str:
