@@ -7,7 +7,8 @@
 #
 # DATA_ROOT holds mnist/ and fashion-mnist/ (the official .gz files); OUT_DIR receives
 # speed-*.json, the logs and runs.tar.gz (every run's config, metrics.csv and results.json,
-# checkpoints left out). JOBS: speed, or CONFIG (a shipped config, e.g. mnist-dt, run fused
+# checkpoints left out). JOBS: speed, graphs (the CUDA-graph step against the eager one:
+# tests/training/test_graphs.py on the GPU, before anything trains with it), or CONFIG (a shipped config, e.g. mnist-dt, run fused
 # when DT), or CONFIG-gG (a CT config with --schedule-gamma G), or NAME:CONFIG:FLAG,FLAG,...
 # (any flags, e.g. mnist-dt-learned:mnist-dt:--fused,--embedding,learned); default: speed and
 # four configs. PYTHON and DEVICE override python3 / cuda (for a dry run on a CPU).
@@ -26,6 +27,11 @@ wants() { [[ " $JOBS " == *" $1 "* ]]; }
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
+if wants graphs; then  # a wrong recorded step would spoil every run that uses it: check first
+    "$PY" -m pytest -q -p no:cacheprovider tests/training/test_graphs.py > "$OUT/graphs.log" 2>&1
+    echo "graphs: rc=$? $(tail -n 1 "$OUT/graphs.log")"
+fi
+
 if wants speed; then  # alone on the device, so its timings are clean
     steps=20; [[ $DEVICE == cpu ]] && steps=1
     "$PY" benchmarks/speed.py --device "$DEVICE" --steps $steps --rounds 3 --matmul-size 8192 \
@@ -42,7 +48,7 @@ train() {  # NAME CONFIG [FLAGS...]: one paper config, stopped after SECS second
 }
 for job in $JOBS; do
     case $job in
-        speed) ;;
+        speed|graphs) ;;
         *-dt) train "$job" "$job" --fused & ;;
         *-backprop) train "$job" "$job" & ;;
         *-ct-g*) train "$job" "${job%-g*}" --schedule-gamma "${job##*-g}" --eval-inference-steps 20 & ;;

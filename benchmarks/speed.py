@@ -7,6 +7,8 @@ CIFAR-10 3 x 32 x 32; 10 classes, the paper's block, T = 10, batch 128) and each
     (a) NoProp-DT, one block at a time: T local steps per batch (interleaved order)
     (b) NoProp-DT, fused: one step over all T blocks per batch (``fused=True``; vmap on CUDA, loop on CPU)
     (c) backprop through the same T blocks (``backprop``): one end-to-end step per batch
+    (d), (e) on CUDA: (b) and (c) with each step recorded once as a CUDA graph and replayed
+        (``--cuda-graphs``, :mod:`noprop.training.graphs`)
 
 training samples per second (batches x batch size / seconds) and peak memory, each as a ratio to
 (c) in the same shape and precision; each cell's bf16/fp32 speed-up is reported beside them.
@@ -52,13 +54,17 @@ from noprop.config import RunConfig
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
-from noprop.training.device import cpu_has_native_bf16
+from noprop.training.device import bf16_autocast, cpu_has_native_bf16
+from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.trainer import make_optimizers
 
 MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
 SHAPES = {"mnist": MNIST, "cifar-10": DataSpec.image(channels=3, height=32, width=32, num_classes=10)}
 PRECISIONS = ("fp32", "bf16")
-VARIANTS = {"a": "NoProp-DT, one block at a time", "b": "NoProp-DT, fused", "c": "backprop, same blocks"}
+VARIANTS = {"a": "NoProp-DT, one block at a time", "b": "NoProp-DT, fused", "c": "backprop, same blocks",
+            "d": "NoProp-DT, fused, CUDA graph", "e": "backprop, CUDA graph"}
+#: Variants whose step is a graph replay: a FLOP counter or profiler sees none of their ops.
+GRAPHED = ("d", "e")
 
 
 class PeakTensorMemory(TorchDispatchMode):
@@ -99,26 +105,35 @@ class Variant:
         self.key = key
         self.precision = precision
         self.method = method.to(device).train()
-        self.optimizers = make_optimizers(self.method, RunConfig(method=method.name))
+        graphed = key in GRAPHED
+        self.optimizers = make_optimizers(self.method, RunConfig(method=method.name), capturable=graphed)
         self.units = self.method.training_units()
         self.device = device
+        self.graphs = (GraphedSteps(self.unit_step, self.state_tensors, list(self.optimizers.values()),
+                                    CudaGraphRecorder(device)) if graphed else None)
         self.seconds = 0.0
         self.cpu_seconds = 0.0
         self.batches = 0
         self.round_seconds: list[float] = []
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Every training unit once on (x, y): T local steps for (a), one step for (b) and (c)."""
+        """Every training unit once on (x, y): T local steps for (a), one step for the others."""
+        for i in range(len(self.units)):
+            if self.graphs is None or self.graphs(i, x, y) is None:
+                self.unit_step(i, x, y)
+
+    def unit_step(self, i: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step on training unit ``i`` (what a graph of (d), (e) records)."""
         on = self.precision == "bf16" or self.device.type == "cuda"  # CUDA: the fused step's own choice
-        autocast = torch.autocast(self.device.type, torch.bfloat16) if on else nullcontext()
-        for i, unit in enumerate(self.units):
-            with autocast:
-                loss = self.method.unit_loss(i, x, y).loss
-            loss.backward()
-            for group in unit.groups:
-                if group in self.optimizers:
-                    self.optimizers[group].step()
-                    self.optimizers[group].zero_grad(set_to_none=True)
+        autocast = bf16_autocast(self.device) if on else nullcontext()
+        with autocast:
+            loss = self.method.unit_loss(i, x, y).loss
+        loss.backward()
+        for group in self.units[i].groups:
+            if group in self.optimizers:
+                self.optimizers[group].step()
+                self.optimizers[group].zero_grad(set_to_none=True)
+        return {"loss": loss.detach()}
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Parameters, buffers and optimizer state: the memory a step starts with."""
@@ -221,6 +236,9 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
         "b": Variant("b", build_method("dt", spec, {**hp, "fused": True}), device, precision),
         "c": Variant("c", build_method("backprop", spec, hp), device, precision),
     }
+    if device.type == "cuda":
+        variants["d"] = Variant("d", build_method("dt", spec, {**hp, "fused": True}), device, precision)
+        variants["e"] = Variant("e", build_method("backprop", spec, hp), device, precision)
 
     def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (i * args.batch_size) % (n - args.batch_size + 1)
@@ -243,7 +261,7 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(rates) + " samples/s", flush=True)
 
     memory = {k: peak_memory_mb(v, x0, y0) for k, v in variants.items()}
-    flops = {k: step_flops(v, x0, y0) for k, v in variants.items()}
+    flops = {k: step_flops(v, x0, y0) for k, v in variants.items() if k not in GRAPHED}
     peak = matmul_peak_flops(device, args.matmul_size, reps=5, precision=precision)
     sampler_x = data_x[: args.sampler_batch] if len(data_x) >= args.sampler_batch else data_x
     sampler = {name: sampler_images_per_second(variants["b"].method, sampler_x, fused, reps=3)
@@ -260,7 +278,16 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
         for k in ("a", "b"):
             print(f"\n## profile of one step of ({k}) {VARIANTS[k]}\n")
             print(profile_table(variants[k], x0, y0, rows=12))
+    graphs = {}
+    if "d" in variants:
+        graphs = {
+            "graph_speedup_over_eager": {"fused dt": round(throughput["d"] / throughput["b"], 3),
+                                         "backprop": round(throughput["e"] / throughput["c"], 3)},
+            "graphed_fused_dt_over_graphed_backprop": round(throughput["d"] / throughput["e"], 3),
+            "graph_errors": {k: variants[k].graphs.error for k in GRAPHED},
+        }
     return {
+        **graphs,
         "samples_per_second": {k: round(v, 2) for k, v in throughput.items()},
         "throughput_ratio_to_backprop": {k: round(v / throughput["c"], 3) for k, v in throughput.items()},
         "fused_speedup_over_one_block_at_a_time": round(throughput["b"] / throughput["a"], 3),
@@ -342,6 +369,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark_seconds": round(time.perf_counter() - started, 1),
     }
     print(matrix_table(cells))
+    for c in cells:
+        if "graph_speedup_over_eager" in c:
+            print(f"CUDA graphs, {c['shape']} {c['precision']}: (d) {c['samples_per_second']['d']:.0f}, "
+                  f"(e) {c['samples_per_second']['e']:.0f} samples/s; "
+                  f"graph/eager {c['graph_speedup_over_eager']}; "
+                  f"(d)/(e) {c['graphed_fused_dt_over_graphed_backprop']}")
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as f:
