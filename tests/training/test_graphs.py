@@ -42,7 +42,7 @@ def trained(config: RunConfig, data, recorder=None) -> Trainer:
     if recorder is not None:
         trainer.graphs = GraphedSteps(trainer._step_body, trainer._step_state,
                                       list(trainer.optimizers.values()), recorder,
-                                      scheduled_lr=trainer.scheduled_lr)
+                                      scheduled_lr=trainer.scheduled_lr, batch_rows=config.batch_size)
     trainer.fit()
     return trainer
 
@@ -100,6 +100,17 @@ def test_an_lr_schedule_reaches_the_recorded_step_through_a_tensor_lr(tmp_path) 
     assert isinstance(lr, torch.Tensor)
     saved = graphed.state_dict()["optimizers"]["block1"]["param_groups"][0]["lr"]
     assert isinstance(saved, float) and saved == pytest.approx(float(lr))
+
+
+def test_a_short_batch_first_is_taken_eagerly_and_full_batches_are_still_recorded() -> None:
+    """A run resumed at an epoch's last (short) step must not record its graph at that size."""
+    data = make_blobs(n_train=100, n_test=64)
+    trainer = Trainer(build_for(config_for("ct"), data), data, config_for("ct"))
+    steps = GraphedSteps(trainer._step_body, trainer._step_state, list(trainer.optimizers.values()),
+                         CallRecorder(), batch_rows=16)
+    assert steps(0, data.train_x[:4], data.train_y[:4]) is None
+    assert steps(0, data.train_x[:16], data.train_y[:16]) is not None
+    assert (steps.eager, steps.replayed) == (1, 1)
 
 
 def test_a_step_that_cannot_be_captured_continues_eagerly() -> None:

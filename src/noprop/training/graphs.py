@@ -20,7 +20,7 @@ Capturing needs a few warm-up steps first (lazily created optimizer state, cuDNN
 kernels). They run on a side stream and are then undone: parameters, buffers, optimizer state
 and the generator are put back, so a run with graphs takes the same steps as one without.
 
-Only full batches of the first shape a unit sees are replayed; any other batch (the epoch's
+Only full batches (``batch_rows`` rows) are recorded and replayed; any other batch (the epoch's
 last, smaller one) takes the eager step, which shares every tensor with the graph. A step that
 cannot be captured (an op that syncs with the host, say) is reported once and the run continues
 eagerly. :class:`Recorder` is what differs between the GPU and the tests: :class:`CudaGraphRecorder`
@@ -120,7 +120,8 @@ class GraphedSteps:
 
     ``state()`` lists every tensor a step may change (parameters, buffers, and optimizer state,
     which may not exist before the first step); ``optimizers`` are the run's, made
-    ``capturable``; ``scheduled_lr``: the lr changes during the run (then it becomes a tensor).
+    ``capturable``; ``scheduled_lr``: the lr changes during the run (then it becomes a tensor);
+    ``batch_rows``: the size of the batches to record (``None``: the first batch's).
     :meth:`__call__` returns the step's loss terms, or ``None`` when the batch is
     for the eager step (another shape, or capture failed: :attr:`error` says why).
     """
@@ -133,6 +134,7 @@ class GraphedSteps:
         recorder: Recorder,
         *,
         scheduled_lr: bool = False,
+        batch_rows: int | None = None,
         warmup_steps: int = WARMUP_STEPS,
     ) -> None:
         self.body = body
@@ -141,6 +143,7 @@ class GraphedSteps:
         self.recorder = recorder
         self.warmup_steps = warmup_steps
         self.scheduled_lr = scheduled_lr
+        self.batch_rows = batch_rows
         self._graphs: dict[int, Graph] = {}
         #: Why capturing failed (then every step is eager); ``None`` while graphs run.
         self.error: str | None = None
@@ -149,7 +152,8 @@ class GraphedSteps:
         self.eager = 0
 
     def __call__(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor] | None:
-        if self.error is None and unit not in self._graphs:
+        full = self.batch_rows is None or len(x) == self.batch_rows
+        if self.error is None and unit not in self._graphs and full:
             try:
                 self._graphs[unit] = self._capture(unit, x, y)
             except Exception as err:  # an op that cannot be captured: eager from here on

@@ -245,7 +245,8 @@ class Trainer:
         self.unit_steps = [0] * len(self.units)
         #: Recorded steps replayed per batch (``cuda_graphs``); ``None`` runs every step eagerly.
         self.graphs = (GraphedSteps(self._step_body, self._step_state, list(self.optimizers.values()),
-                                    CudaGraphRecorder(self.device), scheduled_lr=self.scheduled_lr)
+                                    CudaGraphRecorder(self.device), scheduled_lr=self.scheduled_lr,
+                                    batch_rows=config.batch_size)
                        if config.cuda_graphs else None)
 
     # -- state ----------------------------------------------------------------------------
