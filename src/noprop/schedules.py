@@ -188,7 +188,7 @@ class LearnedSchedule(nn.Module):
             return self._gamma_and_slope(t if t.dtype in (torch.float32, torch.float64) else t.float())
 
     def _gamma_and_slope(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        ends = self._g(torch.tensor([0.0, 1.0], device=t.device, dtype=t.dtype))
+        ends = self._g(torch.arange(2, device=t.device, dtype=t.dtype))  # g(0), g(1); no host copy
         span = ends[1] - ends[0]
         g, g_slope = self._g_and_slope(t)
         gbar = (g - ends[0]) / span
