@@ -16,7 +16,7 @@ from noprop.config import RunConfig
 from noprop.run import build_for
 from noprop.settings import ConfigError
 from noprop.training.graphs import CallRecorder, GraphedSteps
-from noprop.training.trainer import Trainer
+from noprop.training.trainer import Trainer, make_optimizers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,8 +32,8 @@ METHODS = {
 def config_for(name: str, **changes) -> RunConfig:
     method = name.split("-")[0]
     # 100 training images in batches of 16: six full batches and one of 4 each epoch
-    return RunConfig(method=method, epochs=2, batch_size=16, progress=False, log_epochs=False,
-                     device="cpu", **METHODS[name], **changes)
+    settings = {"epochs": 2, "batch_size": 16, "progress": False, "log_epochs": False, "device": "cpu"}
+    return RunConfig(method=method, **{**settings, **METHODS[name], **changes})
 
 
 def trained(config: RunConfig, data, recorder=None) -> Trainer:
@@ -111,6 +111,18 @@ def test_a_short_batch_first_is_taken_eagerly_and_full_batches_are_still_recorde
     assert steps(0, data.train_x[:4], data.train_y[:4]) is None
     assert steps(0, data.train_x[:16], data.train_y[:16]) is not None
     assert (steps.eager, steps.replayed) == (1, 1)
+
+
+def test_a_run_resumed_with_graphs_keeps_its_optimizers_capturable(tmp_path) -> None:
+    """An eager run's checkpoint says ``capturable: False``; loading it must not undo the
+    capturable optimizers a resumed ``--cuda-graphs`` run made (its capture would fail)."""
+    data = make_blobs(n_train=64, n_test=32)
+    config = config_for("ct", epochs=1)
+    Trainer(build_for(config, data), data, config, run_dir=tmp_path).fit()
+    resumed = Trainer(build_for(config, data), data, config.replace(epochs=2), run_dir=tmp_path)
+    resumed.optimizers = make_optimizers(resumed.method, resumed.config, capturable=True)
+    resumed.resume()
+    assert all(g["capturable"] for opt in resumed.optimizers.values() for g in opt.param_groups)
 
 
 def test_a_step_that_cannot_be_captured_continues_eagerly() -> None:

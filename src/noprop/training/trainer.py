@@ -299,10 +299,12 @@ class Trainer:
         _refuse_fixed_changes(state["config"], self.resolved_config())
         self.method.load_state_dict(state["model"])
         for name, opt in self.optimizers.items():
+            made_capturable = [group["capturable"] for group in opt.param_groups]
             opt.load_state_dict(state["optimizers"][name])
-            for group in opt.param_groups:  # a changed lr / weight decay applies from here on
+            for group, capturable in zip(opt.param_groups, made_capturable, strict=True):
+                # a changed lr / weight decay applies from here on; CUDA graphs are this run's choice
                 set_lr(group, self.config.lr)
-                group["weight_decay"] = self.config.weight_decay
+                group["weight_decay"], group["capturable"] = self.config.weight_decay, capturable
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step", 0))
         self._sums = {k: v.to(self.device) for k, v in state.get("epoch_sums", {}).items()}
