@@ -104,7 +104,7 @@ def test_a_method_brings_its_own_budget_on_a_dataset_and_explicit_settings_win()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # a whole default run: 1-4 minutes on a quiet 2-core CPU, over 10 under load
+@pytest.mark.timeout(1800)  # a whole default run: two took over 600 s on a loaded 2-core CPU (2026-12-01)
 @pytest.mark.parametrize("method", ["dt", "ct", "fm", "backprop"])
 def test_every_variants_default_run_on_the_digits_reaches_095(method, tmp_path) -> None:
     import json
