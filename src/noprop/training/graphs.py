@@ -10,7 +10,8 @@ A replay takes the same step the eager loop takes:
 * the batch is copied into static buffers, the only inputs the graph reads;
 * noise (``torch.randn`` of the noisy labels, dropout) is drawn inside the graph from the CUDA
   generator, whose offset advances at every replay (graph-safe Philox), so each replay draws
-  fresh noise, the same numbers the eager step would draw;
+  fresh noise (whether a recorded run matches an eager one to float tolerance is what the GPU
+  test in ``tests/training/test_graphs.py`` checks);
 * the optimizers are ``capturable`` (their step counts live on the GPU); a constant lr is
   recorded as a constant, and under an lr schedule the lr is a GPU tensor written in place
   (:func:`noprop.training.lr_schedule.set_lr`), which the graph reads at every replay;
@@ -158,6 +159,8 @@ class GraphedSteps:
                 self._graphs[unit] = self._capture(unit, x, y)
             except Exception as err:  # an op that cannot be captured: eager from here on
                 self.error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+                for t in self.state():  # a cut-off recording may leave gradients of unrun kernels
+                    t.grad = None
                 warnings.warn(f"CUDA graphs: the training step cannot be captured ({self.error}); "
                               "training continues without graphs", stacklevel=2)
         graph = self._graphs.get(unit)
