@@ -72,9 +72,12 @@ def rows(dataset: str, bench: dict) -> list[str]:
 
 def render(benches: list[tuple[str, int, dict]], repeats: int) -> str:
     machine = benches[0][2]["machine"]
+    dates = {Path(d).stem: b["machine"]["date_utc"] for d, _, b in benches}
+    when = (next(iter(dates.values())) if len(set(dates.values())) == 1
+            else ", ".join(f"{date} ({table})" for table, date in dates.items()))
     lines = [
         START,
-        f"Measured {machine['date_utc']} on {machine['cpu_count']} CPU cores ({machine['processor']}), "
+        f"Measured {when} on {machine['cpu_count']} CPU cores ({machine['processor']}), "
         f"torch {machine['torch_version']}, {machine['torch_threads']} intra-op thread(s); {repeats} seeds "
         "per method (mean ± std of the last epoch's test accuracy). Command: "
         "`OMP_NUM_THREADS=1 python benchmarks/tabular.py`, which runs, per table:",
