@@ -56,7 +56,7 @@ from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
 from noprop.training.device import bf16_autocast, cpu_has_native_bf16
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
-from noprop.training.trainer import make_optimizers
+from noprop.training.trainer import make_optimizers, optimizer_state
 
 MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
 SHAPES = {"mnist": MNIST, "cifar-10": DataSpec.image(channels=3, height=32, width=32, num_classes=10)}
@@ -137,9 +137,7 @@ class Variant:
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Parameters, buffers and optimizer state: the memory a step starts with."""
-        opt_state = [v for opt in self.optimizers.values() for s in opt.state.values()
-                     for v in s.values() if isinstance(v, torch.Tensor)]
-        return [*self.method.parameters(), *self.method.buffers(), *opt_state]
+        return [*self.method.parameters(), *self.method.buffers(), *optimizer_state(self.optimizers.values())]
 
 
 def sync(device: torch.device) -> None:

@@ -14,7 +14,7 @@ from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.run import build_for
 from noprop.training.device import flushed_denormals
-from noprop.training.trainer import Trainer
+from noprop.training.trainer import Trainer, optimizer_state
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -44,10 +44,7 @@ def _train_with_seeded_moments(flush: bool) -> Trainer:
 
 
 def _state_tensors(trainer: Trainer) -> list[torch.Tensor]:
-    params = list(trainer.method.parameters())
-    moments = [v for opt in trainer.optimizers.values() for s in opt.state.values()
-               for v in s.values() if isinstance(v, torch.Tensor)]
-    return params + moments
+    return [*trainer.method.parameters(), *optimizer_state(trainer.optimizers.values())]
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -39,8 +39,6 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from noprop.training.lr_schedule import set_lr
-
 #: A training step: ``(unit, x, y) -> loss terms``; it updates the unit's parameters in place.
 StepBody = Callable[[int, Tensor, Tensor], dict[str, Tensor]]
 
@@ -203,16 +201,9 @@ class GraphedSteps:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 if not isinstance(group["lr"], Tensor):
-                    value = float(group["lr"])
-                    group["lr"] = torch.tensor(value, device=device)
-                    set_lr(group, value)
+                    group["lr"] = torch.tensor(float(group["lr"]), device=device)
 
     def describe(self) -> dict[str, object]:
         """For ``results.json``: whether graphs ran, and how many steps each way."""
         return {"cuda_graphs": "eager" if self.error else "captured", "cuda_graph_error": self.error,
                 "graph_steps": self.replayed, "eager_steps_beside_graphs": self.eager}
-
-
-def optimizer_state(optimizers: list[torch.optim.Optimizer]) -> list[Tensor]:
-    """Every tensor of the optimizers' state (moments, step counts)."""
-    return [v for opt in optimizers for s in opt.state.values() for v in s.values() if isinstance(v, Tensor)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,7 +56,7 @@ from noprop.training.device import (
     resolve_device,
     resolve_precision,
 )
-from noprop.training.graphs import CudaGraphRecorder, GraphedSteps, optimizer_state
+from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.interrupt import StopRequest, TrainingInterrupted
 from noprop.training.lr_schedule import lr_factor, plain_lrs, set_lr
 from noprop.training.metrics import MetricsLog
@@ -97,6 +97,11 @@ def make_optimizers(method: Method, config: RunConfig, *, capturable: bool = Fal
         for name, params in method.parameter_groups().items()
         if params
     }
+
+
+def optimizer_state(optimizers: Iterable[torch.optim.Optimizer]) -> list[Tensor]:
+    """Every tensor of the optimizers' state (Adam's moments and step counts)."""
+    return [v for opt in optimizers for s in opt.state.values() for v in s.values() if isinstance(v, Tensor)]
 
 
 @torch.inference_mode()
@@ -422,7 +427,7 @@ class Trainer:
 
     def _step_state(self) -> list[Tensor]:
         """Every tensor a step may change: parameters, buffers, optimizer state."""
-        return [*self.method.parameters(), *self._buffers, *optimizer_state(list(self.optimizers.values()))]
+        return [*self.method.parameters(), *self._buffers, *optimizer_state(self.optimizers.values())]
 
     def _where(self, unit: int) -> tuple[str, int, int, int]:
         """(unit name, epoch, step, steps per epoch) of the step being taken, 1-based."""
