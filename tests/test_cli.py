@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import one_error_line
 from noprop.cli import main
 
 TINY = ["-T", "2", "--epochs", "1", "--batch-size", "128", "--quiet"]
@@ -42,6 +43,14 @@ def test_evaluate_reproduces_the_reported_accuracy(tiny_run: Path, capsys) -> No
     assert f"test_accuracy {reported:.4f}" in capsys.readouterr().out
 
 
+def test_evaluate_runs_the_papers_protocol_and_reports_the_vote(tiny_run: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run), "--runs", "3"]) == 0
+    reported = json.loads((tiny_run / "results.json").read_text())["test_accuracy"]
+    out = capsys.readouterr().out
+    assert "over 3 sampler runs" in out and "majority vote" in out
+    assert f"({reported:.4f} " in out       # the first run is the trainer's own evaluation
+
+
 def test_resume_continues_from_the_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "resumed"
     assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
@@ -71,6 +80,7 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
         (["train", "--resume"], "--run-dir"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
+        (["evaluate", "/nonexistent/run", "--runs", "0"], "--runs"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
@@ -98,3 +108,8 @@ def test_a_dataset_path_is_saved_absolute_and_names_the_run_dir(tmp_path: Path, 
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("mine-dt-")
     assert f"dataset: {tmp_path / 'mine.npz'}" in (run_dir / "config.yaml").read_text()
+
+
+def test_several_runs_of_the_noise_free_sampler_are_refused(tiny_run: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run), "--runs", "2", "--deterministic"]) == 2
+    assert "--runs needs the stochastic sampler" in one_error_line(capsys)

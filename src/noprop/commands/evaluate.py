@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from noprop.commands.args import positive_int
+from noprop.commands.args import UsageError, positive_int
 from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.run import load_run
 from noprop.training.device import check_device, resolve_device
+from noprop.training.inference_runs import inference_runs
 from noprop.training.trainer import evaluate_accuracy
 
 
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference step counts to evaluate (CT/FM; default: the run's inference_steps)")
     p.add_argument("--deterministic", action="store_true",
                    help="noise-free sampler (default: the run's eval_deterministic)")
+    p.add_argument("--runs", type=positive_int, default=1, metavar="K",
+                   help="K seeded passes of the stochastic sampler: their mean accuracy +- standard "
+                        "error (the paper's protocol: 5) and their majority vote (default: 1)")
     p.add_argument("--device", type=check_device, default="auto", metavar="DEVICE",
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dataset", default=None, metavar="NAME|PATH",
@@ -45,13 +49,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = run.checkpoint.get("data_info") or {}
         check_columns(data.feature_names, info.get("feature_names"), name)
         data = _as_the_model_saw(data, info.get("normalization"))
+    deterministic = args.deterministic or config.eval_deterministic
+    if args.runs > 1 and deterministic:
+        raise UsageError("--runs needs the stochastic sampler: the noise-free one gives the same "
+                        "answer every run (drop --deterministic, or eval_deterministic in the run)")
     for steps in args.steps or [config.sampler_steps]:
-        acc = evaluate_accuracy(
-            run.method, data.test_x, data.test_y, steps=steps,
-            deterministic=args.deterministic or config.eval_deterministic, seed=config.eval_seed,
-            flush_denormal=config.flush_denormal,
-        )
         label = f"steps={steps}: " if steps is not None else ""
+        if args.runs > 1:
+            r = inference_runs(run.method, data.test_x, data.test_y, runs=args.runs, steps=steps,
+                               seed=config.eval_seed, flush_denormal=config.flush_denormal)
+            each = " ".join(f"{a:.4f}" for a in r.accuracies)
+            print(f"{label}test_accuracy {r.mean:.4f} +- {r.stderr:.4f} over {args.runs} sampler "
+                  f"runs ({each}); majority vote {r.vote_accuracy:.4f}")
+            continue
+        acc = evaluate_accuracy(
+            run.method, data.test_x, data.test_y, steps=steps, deterministic=deterministic,
+            seed=config.eval_seed, flush_denormal=config.flush_denormal,
+        )
         print(f"{label}test_accuracy {acc:.4f}")
     return 0
 

@@ -1,0 +1,88 @@
+"""Several seeded passes of a stochastic sampler: the paper's protocol and their majority vote.
+
+The Eq. 3 sampler does not compute ``argmax_y p(y | x)``: run to its optimum it *draws* a class
+from the model's ``p(y | x)``. One pass therefore scores ``E_x[p(y_true | x)]`` (the mean
+probability of the true class), which is below the argmax accuracy whenever the model is unsure.
+The paper reports the mean and standard error of the accuracy over 5 inference runs per seed
+(v1 Table 1); the majority vote over the same runs estimates the mode of the sampled class, so
+with many runs it approaches the argmax accuracy::
+
+    accuracy_k = mean_i [pred_k(x_i) == y_i]                      (run k, seed + k)
+    vote(x_i)  = argmax_c #{k : pred_k(x_i) == c}                  (ties: lowest class index)
+
+``docs/reproduction.md`` (A7) records what this gap measured on CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from noprop.data.base import batches
+from noprop.methods.base import Method
+from noprop.training.device import flushed_denormals
+
+
+@dataclass(frozen=True)
+class InferenceRuns:
+    """Accuracies of ``len(accuracies)`` sampler passes and of their majority vote."""
+
+    accuracies: list[float]
+    vote_accuracy: float
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def stderr(self) -> float | None:
+        """Standard error of the mean accuracy (``None`` from a single run)."""
+        n = len(self.accuracies)
+        if n < 2:
+            return None
+        var = sum((a - self.mean) ** 2 for a in self.accuracies) / (n - 1)
+        return math.sqrt(var / n)
+
+
+@torch.inference_mode()
+def predictions(method: Method, x: Tensor, *, steps: int | None = None, deterministic: bool = False,
+                seed: int = 1234, batch_size: int = 1000) -> Tensor:
+    """The predicted class of every row of ``x`` from one sampler pass seeded with ``seed``."""
+    was_training = method.training
+    method.eval()
+    device = next(method.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    preds = [
+        method.predict_logits(xb.to(device), steps=steps, deterministic=deterministic,
+                              generator=generator).argmax(-1).cpu()
+        for xb, _ in batches(x, torch.zeros(len(x), dtype=torch.long), batch_size)
+    ]
+    method.train(was_training)
+    return torch.cat(preds)
+
+
+def inference_runs(method: Method, x: Tensor, y: Tensor, *, runs: int, steps: int | None = None,
+                   seed: int = 1234, batch_size: int = 1000, flush_denormal: bool = True
+                   ) -> InferenceRuns:
+    """``runs`` stochastic sampler passes over ``(x, y)``, seeded ``seed, seed + 1, ...``.
+
+    Run ``k`` uses the same seed as :func:`noprop.training.trainer.evaluate_accuracy` with
+    ``seed + k``, so the first run reproduces the trainer's own evaluation at these steps.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if len(x) == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    num_classes = method.spec.num_classes
+    votes = torch.zeros(len(x), num_classes, dtype=torch.long)
+    accuracies = []
+    with flushed_denormals(flush_denormal):
+        for k in range(runs):
+            pred = predictions(method, x, steps=steps, seed=seed + k, batch_size=batch_size)
+            votes[torch.arange(len(x)), pred] += 1
+            accuracies.append((pred == y).double().mean().item())
+    vote = (votes.argmax(-1) == y).double().mean().item()
+    return InferenceRuns(accuracies=accuracies, vote_accuracy=vote)
