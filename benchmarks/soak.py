@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from noprop.bench import cpu_model
 from noprop.data import ClassificationData, load_dataset
 from noprop.presets import load_preset
 from noprop.run import build_for
@@ -79,15 +80,7 @@ def subset(data: ClassificationData, train: int, test: int) -> ClassificationDat
 
 
 def machine() -> dict[str, object]:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version()}
 
 
