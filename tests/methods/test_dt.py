@@ -71,6 +71,31 @@ def test_sampler_uses_posterior_coefficients_of_each_step() -> None:
             assert torch.allclose(z.var(0), (1 - ab).expand(4), atol=0.03), f"variance of z_{t}"
 
 
+def test_with_bayes_optimal_blocks_one_pass_draws_the_class_from_p_y_given_x() -> None:
+    """Why a stochastic pass scores the mean probability of the true class, not the argmax accuracy.
+
+    For an input whose p(y | x) is ``pi``, the Bayes-optimal block t returns E[u_y | x, z_{t-1}]
+    (a softmax of pi times the Gaussian likelihood of z under q(z_{t-1} | y)). The stochastic chain
+    must then end at each class with frequency close to pi; the noise-free chain at the mode.
+    """
+    pi = torch.tensor([0.6, 0.3, 0.1])
+    model = NoPropDT(DataSpec(input_shape=(2,), num_classes=3), num_blocks=10, encoder="mlp").eval()
+    u = model.embedding.weight                                 # one-hot rows
+
+    def bayes_optimal(t: int, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        ab = model.schedule.alpha_bar[t - 1]                   # block t reads z_{t-1}
+        log_lik = -(z[:, None, :] - ab.sqrt() * u).pow(2).sum(-1) / (2 * (1 - ab))
+        return torch.softmax(log_lik + pi.log(), dim=-1) @ u
+
+    model.denoise = bayes_optimal
+    x = torch.zeros(40_000, 2)
+    g = torch.Generator().manual_seed(0)
+    drawn = model.sample_chain(x, generator=g)[-1].argmax(-1)
+    assert torch.allclose(torch.bincount(drawn, minlength=3) / len(x), pi, atol=0.04)
+    mode = model.sample_chain(x, deterministic=True, generator=g)[-1].argmax(-1)
+    assert (mode == 0).all()
+
+
 def test_prototype_embedding_starts_at_a_class_medoid(blobs) -> None:
     model = NoPropDT(blobs.spec, num_blocks=2, embedding="prototype")
     model.prepare(blobs.train_x, blobs.train_y)
