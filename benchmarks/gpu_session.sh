@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU work of one session, as one script: the speed benchmark alone on the GPU, then the
 # MNIST / Fashion-MNIST paper configs side by side (one process each) under a wall-clock budget,
-# then the CT/FM models re-evaluated at 10, 100 and 1000 sampler steps.
+# then the CT/FM models re-evaluated at 10, 100 and 1000 sampler steps, and every NoProp model with
+# the paper's 5 stochastic passes (their mean and majority vote) and with the noise-free sampler.
 #
 #   benchmarks/gpu_session.sh DATA_ROOT OUT_DIR TRAIN_SECONDS [JOBS...]
 #
@@ -11,7 +12,8 @@
 # tests/training/test_graphs.py on the GPU, before anything trains with it), or CONFIG (a shipped config, e.g. mnist-dt, run fused
 # when DT), or CONFIG-gG (a CT config with --schedule-gamma G), or NAME:CONFIG:FLAG,FLAG,...
 # (any flags, e.g. mnist-dt-learned:mnist-dt:--fused,--embedding,learned); default: speed and
-# four configs. PYTHON and DEVICE override python3 / cuda (for a dry run on a CPU).
+# four configs. PYTHON and DEVICE override python3 / cuda (for a dry run on a CPU, with
+# EVAL_RUNS=0: the final evaluations take minutes of a CPU). RUNS: where the runs go.
 # The results of the run recorded in docs/ came from this script; docs/benchmarks.md and
 # docs/reproduction.md give the exact call and the machine.
 set -u
@@ -20,6 +22,7 @@ JOBS=${*:-speed mnist-dt mnist-ct mnist-fm fashion-mnist-dt}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-/tmp/noprop-runs}
+EVAL_RUNS=${EVAL_RUNS:-5}   # stochastic passes per final evaluation (0: skip it and the noise-free one)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$RUNS"
 wants() { [[ " $JOBS " == *" $1 "* ]]; }
@@ -64,10 +67,18 @@ wait
 evaluated=()
 for job in $JOBS; do
     name=${job%%:*}
-    [[ $job == *-ct* || $job == *-fm* ]] || continue
+    [[ $job == *-ct* || $job == *-fm* || $job == *-dt* ]] || continue
     evaluated+=("$name")
-    "$PY" -m noprop evaluate "$RUNS/$name" --steps 10 100 1000 --device "$DEVICE" \
-        > "$RUNS/$name.evaluate.txt" 2>&1 &
+    {
+        # CT/FM at 10, 100, 1000 steps; every NoProp run: the paper's 5 passes with their vote, and noise-free
+        if [[ $job == *-ct* || $job == *-fm* ]]; then
+            "$PY" -m noprop evaluate "$RUNS/$name" --steps 10 100 1000 --device "$DEVICE"
+        fi
+        if (( EVAL_RUNS > 0 )); then
+            "$PY" -m noprop evaluate "$RUNS/$name" --runs "$EVAL_RUNS" --device "$DEVICE"
+            "$PY" -m noprop evaluate "$RUNS/$name" --deterministic --device "$DEVICE" | sed 's/^/deterministic /'
+        fi
+    } > "$RUNS/$name.evaluate.txt" 2>&1 &
 done
 wait
 for name in "${evaluated[@]}"; do echo "$name evaluate: $(tr '\n' ' ' < "$RUNS/$name.evaluate.txt")"; done
