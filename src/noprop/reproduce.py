@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.presets import PAPER_EXPERIMENTS, PaperNumber, Preset
 from noprop.run import RunDirError, train_run
 from noprop.training.checkpoint import CheckpointError, atomic_write_json, atomic_write_text
+from noprop.training.inference_runs import standard_error
 from noprop.training.trainer import CHECKPOINT, Trainer, evaluate_accuracy
 
 REPORT_MD = "reproduction.md"
@@ -98,8 +98,7 @@ class ExperimentResult:
     @property
     def stderr(self) -> float | None:
         """Standard error of the mean over seeds x inference runs (``None`` from one value)."""
-        n = len(self.accuracies)
-        return statistics.stdev(self.accuracies) / math.sqrt(n) if n > 1 else None
+        return standard_error(self.accuracies)
 
     @property
     def gap(self) -> float | None:

@@ -1,4 +1,4 @@
-"""Several seeded sampler passes: they reproduce the trainer's evaluation, and their vote finds the mode."""
+"""Seeded sampler passes: each is the trainer's evaluation at its seed; their vote finds the mode."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_one_run_scores_the_true_class_probability_and_the_vote_finds_the_mode()
 
 
 @pytest.mark.parametrize("method", ["dt", "ct", "fm"])
-def test_the_first_run_is_the_trainers_evaluation_and_later_runs_draw_new_noise(method: str) -> None:
+def test_run_k_is_the_trainers_evaluation_seeded_seed_plus_k(method: str) -> None:
     data = make_blobs(n_test=200)
     model = build_method(method, data.spec, {"num_blocks": 2} if method == "dt" else None)
     r = inference_runs(model, data.test_x, data.test_y, runs=3, steps=4, seed=7, batch_size=64)

@@ -10,20 +10,27 @@ with many runs it approaches the argmax accuracy::
     accuracy_k = mean_i [pred_k(x_i) == y_i]                      (run k, seed + k)
     vote(x_i)  = argmax_c #{k : pred_k(x_i) == c}                  (ties: lowest class index)
 
-``docs/reproduction.md`` (A7) records what this gap measured on CIFAR-10.
+``docs/methods.md`` ("What one stochastic pass scores") records what this gap measured.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from noprop.data.base import batches
 from noprop.methods.base import Method
 from noprop.training.device import flushed_denormals
+
+
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean, ``stdev / sqrt(n)`` (``None`` from fewer than two values)."""
+    n = len(values)
+    return statistics.stdev(values) / math.sqrt(n) if n > 1 else None
 
 
 @dataclass(frozen=True)
@@ -35,16 +42,12 @@ class InferenceRuns:
 
     @property
     def mean(self) -> float:
-        return sum(self.accuracies) / len(self.accuracies)
+        return statistics.fmean(self.accuracies)
 
     @property
     def stderr(self) -> float | None:
         """Standard error of the mean accuracy (``None`` from a single run)."""
-        n = len(self.accuracies)
-        if n < 2:
-            return None
-        var = sum((a - self.mean) ** 2 for a in self.accuracies) / (n - 1)
-        return math.sqrt(var / n)
+        return standard_error(self.accuracies)
 
 
 @torch.inference_mode()
@@ -58,7 +61,7 @@ def predictions(method: Method, x: Tensor, *, steps: int | None = None, determin
     preds = [
         method.predict_logits(xb.to(device), steps=steps, deterministic=deterministic,
                               generator=generator).argmax(-1).cpu()
-        for xb, _ in batches(x, torch.zeros(len(x), dtype=torch.long), batch_size)
+        for xb in x.split(batch_size)
     ]
     method.train(was_training)
     return torch.cat(preds)
