@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from helpers import make_blobs
 from noprop.methods import build_method
 from noprop.spec import DataSpec
-from noprop.training.inference_runs import InferenceRuns, inference_runs
+from noprop.training.inference_runs import InferenceRuns, inference_runs, seeded_pass
 from noprop.training.trainer import evaluate_accuracy
 
 
@@ -59,3 +59,11 @@ def test_no_runs_is_refused() -> None:
     data = make_blobs(n_test=8)
     with pytest.raises(ValueError, match="runs"):
         inference_runs(build_method("dt", data.spec), data.test_x, data.test_y, runs=0)
+
+
+def test_a_pass_restores_train_mode_even_when_it_fails() -> None:
+    model = NoisyOracle(torch.zeros(4, dtype=torch.long), 3, p=1.0).train()
+    with pytest.raises(RuntimeError, match="boom"), seeded_pass(model, seed=0) as (_, generator):
+        assert not model.training and generator.initial_seed() == 0
+        raise RuntimeError("boom")
+    assert model.training

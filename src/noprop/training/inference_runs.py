@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,20 +51,33 @@ class InferenceRuns:
         return standard_error(self.accuracies)
 
 
+@contextmanager
+def seeded_pass(method: Method, seed: int) -> Iterator[tuple[torch.device, torch.Generator]]:
+    """One sampler pass's frame: eval mode, and the model's device with a generator seeded ``seed``.
+
+    Every evaluation (the trainer's, ``noprop evaluate``'s runs) draws its noise from this
+    generator, batch after batch, so a pass is a function of ``seed`` alone; train mode is
+    restored afterwards, also when the pass fails.
+    """
+    was_training = method.training
+    method.eval()
+    device = next(method.parameters()).device
+    try:
+        yield device, torch.Generator(device=device).manual_seed(seed)
+    finally:
+        method.train(was_training)
+
+
 @torch.inference_mode()
 def predictions(method: Method, x: Tensor, *, steps: int | None = None, deterministic: bool = False,
                 seed: int = 1234, batch_size: int = 1000) -> Tensor:
     """The predicted class of every row of ``x`` from one sampler pass seeded with ``seed``."""
-    was_training = method.training
-    method.eval()
-    device = next(method.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    preds = [
-        method.predict_logits(xb.to(device), steps=steps, deterministic=deterministic,
-                              generator=generator).argmax(-1).cpu()
-        for xb in x.split(batch_size)
-    ]
-    method.train(was_training)
+    with seeded_pass(method, seed) as (device, generator):
+        preds = [
+            method.predict_logits(xb.to(device), steps=steps, deterministic=deterministic,
+                                  generator=generator).argmax(-1).cpu()
+            for xb in x.split(batch_size)
+        ]
     return torch.cat(preds)
 
 

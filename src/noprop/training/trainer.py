@@ -57,6 +57,7 @@ from noprop.training.device import (
     resolve_precision,
 )
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
+from noprop.training.inference_runs import seeded_pass
 from noprop.training.interrupt import StopRequest, TrainingInterrupted
 from noprop.training.lr_schedule import lr_factor, plain_lrs, set_lr
 from noprop.training.metrics import MetricsLog
@@ -144,17 +145,14 @@ def readout_accuracies(
 
 def _readout_accuracies(method: Method, x: Tensor, y: Tensor, batch_size: int, steps: int | None,
                         deterministic: bool, seed: int) -> list[float]:
-    was_training = method.training
-    method.eval()
-    device = next(method.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
     correct: Tensor | None = None
-    for xb, yb in batches(x, y, batch_size):
-        xb, yb = xb.to(device), yb.to(device)
-        outs = method.readout_logits(xb, steps=steps, deterministic=deterministic, generator=generator)
-        hits = torch.stack([(o.argmax(-1) == yb).sum() for o in outs])
-        correct = hits if correct is None else correct + hits
-    method.train(was_training)
+    with seeded_pass(method, seed) as (device, generator):
+        for xb, yb in batches(x, y, batch_size):
+            xb, yb = xb.to(device), yb.to(device)
+            outs = method.readout_logits(xb, steps=steps, deterministic=deterministic,
+                                         generator=generator)
+            hits = torch.stack([(o.argmax(-1) == yb).sum() for o in outs])
+            correct = hits if correct is None else correct + hits
     assert correct is not None, "cannot evaluate on an empty set"
     return (correct.double() / len(x)).tolist()
 
