@@ -27,10 +27,20 @@ def test_a_number_written_as_yaml_reads_it_is_accepted(tmp_path) -> None:
     ("epochs", "1.5", "epochs must be an integer"),
     ("eta", -1, "eta must be >= 0"),
     ("augment", "maybe", "augment must be true or false"),
+    ("weight_decay", float("nan"), "weight_decay must be a finite number, got nan"),  # NaN passes >= 0
+    ("warmup_epochs", "nan", "warmup_epochs must be a finite number, got nan"),
+    ("lr", "inf", "lr must be a finite number, got inf"),
 ])
 def test_a_value_that_is_not_of_the_fields_type_is_one_named_error(field, value, message) -> None:
     with pytest.raises(ConfigError, match=message):
         RunConfig.from_dict({field: value})
+
+
+def test_a_non_finite_number_on_the_command_line_is_a_one_line_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--weight-decay", "nan"])
+    assert exit_info.value.code == 2
+    assert "argument --weight-decay: must be a finite number, got nan" in capsys.readouterr().err
 
 
 def test_a_setting_the_method_does_not_take_is_refused_naming_what_it_takes() -> None:

@@ -13,7 +13,9 @@ The command line builds its flags from the same fields (:mod:`noprop.commands.ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -84,14 +86,15 @@ def coerce(name: str, base: type, value: Any) -> Any:
                 return int(number)
         raise ConfigError(f"{name} must be an integer, got {value!r}")
     if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(number):  # NaN slips past every range check; inf is no setting either
+            raise ConfigError(f"{name} must be a finite number, got {number}")
+        return number
     if base is str and not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
