@@ -30,6 +30,7 @@ def test_a_number_written_as_yaml_reads_it_is_accepted(tmp_path) -> None:
     ("weight_decay", float("nan"), "weight_decay must be a finite number, got nan"),  # NaN passes >= 0
     ("warmup_epochs", "nan", "warmup_epochs must be a finite number, got nan"),
     ("lr", "inf", "lr must be a finite number, got inf"),
+    ("schedule_clip", 0.6, r"schedule_clip must lie in \(0, 0.5\), got 0.6"),
 ])
 def test_a_value_that_is_not_of_the_fields_type_is_one_named_error(field, value, message) -> None:
     with pytest.raises(ConfigError, match=message):

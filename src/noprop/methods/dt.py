@@ -49,7 +49,7 @@ from noprop.methods.config import EmbeddingConfig
 from noprop.methods.dt_fused import FusedSteps, StackedBlocks
 from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
-from noprop.settings import setting
+from noprop.settings import ConfigError, setting
 from noprop.spec import DataSpec
 
 
@@ -65,6 +65,11 @@ class DTConfig(EmbeddingConfig):
                                    positive=True)
     fused: bool = setting(False, "all T blocks of a step in one batched pass (same block updates; "
                           "vmap on CUDA, loop on CPU)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.schedule_clip < 0.5:  # alpha_bar is clipped to [c, 1 - c]
+            raise ConfigError(f"schedule_clip must lie in (0, 0.5), got {self.schedule_clip}")
 
 
 class PerBlockSteps:
