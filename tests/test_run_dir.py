@@ -53,6 +53,18 @@ def test_a_failed_resume_keeps_the_run_as_it_was(cli_run, capsys) -> None:
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
+@pytest.mark.parametrize("problem", ["no gpu", "images too small"])
+def test_an_overwrite_that_fails_to_start_keeps_the_old_run(cli_run, capsys, problem) -> None:
+    if problem == "no gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    flags, run_dir = cli_run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
+    bad = ["--device", "cuda"] if problem == "no gpu" else ["--conv-padding", "valid"]
+    assert main(["train", *flags, "--overwrite", *bad]) == 2
+    one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
+
+
 def test_a_changed_lr_on_resume_is_applied_and_recorded(cli_run) -> None:
     flags, run_dir = cli_run
     assert main(["train", *flags, "--resume", "--epochs", "2", "--lr", "0.01"]) == 0

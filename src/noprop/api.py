@@ -34,7 +34,7 @@ from noprop.data.base import standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import images_from_array
 from noprop.methods import Method
-from noprop.run import load_run, prepare_run_dir, run_dir_lock, train_run
+from noprop.run import clear_run_files, load_run, prepare_run_dir, run_dir_lock, train_run
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
 from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
@@ -174,6 +174,7 @@ class Classifier:
         path = Path(path)
         with run_dir_lock(path):
             prepare_run_dir(path, resume=False, overwrite=self.overwrite)
+            clear_run_files(path)
             atomic_write_text(path / CONFIG, yaml.safe_dump(self._trainer.resolved_config()))
             save_checkpoint(path / CHECKPOINT, self._trainer.state_dict())
             if self.results is not None:

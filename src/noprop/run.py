@@ -133,7 +133,8 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory unless told to resume or overwrite.
 
-    A directory a live training process holds is refused whatever the flags.
+    A directory a live training process holds is refused whatever the flags. Nothing is deleted
+    here: the run an overwrite replaces goes only in :func:`clear_run_files`.
     """
     _refuse_if_in_use(run_dir)
     if resume and overwrite:
@@ -148,8 +149,13 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} already holds a run ({', '.join(occupied)}); "
             "pass --resume to continue it or --overwrite to replace it"
         )
-    for name in occupied:
-        (run_dir / name).unlink()
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Delete the files of the run an overwrite replaces. Called once the new run is built (data
+    loaded, model and device ready), so a start that fails leaves the old run as it was."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
@@ -184,6 +190,8 @@ def train_run(
     config = config.resolved()
     with opened_run(config, run_dir, resume=resume, overwrite=overwrite, data=data) as data:
         trainer = Trainer(build_for(config, data), data, config, run_dir)
+        if overwrite and run_dir is not None:
+            clear_run_files(run_dir)
         if resume:
             trainer.resume()
             if trainer.finished and reuse_finished and run_dir is not None and (run_dir / RESULTS).is_file():

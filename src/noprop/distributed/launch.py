@@ -37,7 +37,7 @@ from noprop.data import ClassificationData, DataError
 from noprop.distributed.comm import CommStats, Communicator, DistributedError
 from noprop.distributed.layout import make_layout
 from noprop.distributed.parallelism import DistributedParallelism
-from noprop.run import RunDirError, build_for, opened_run, prepare_run_dir, refuse_finished
+from noprop.run import RunDirError, build_for, clear_run_files, opened_run, prepare_run_dir, refuse_finished
 from noprop.training.checkpoint import CheckpointError, load_checkpoint
 from noprop.training.device import resolve_device
 from noprop.training.trainer import CHECKPOINT, Trainer
@@ -160,6 +160,8 @@ def train_rank(
     writes = run_dir if info.rank == 0 else None  # only rank 0 touches the run directory
     with opened_run(config, writes, resume=resume, overwrite=overwrite, data=data) as data:
         trainer = rank_trainer(config, data, run_dir, info, timeout_s=timeout_s)
+        if overwrite and writes is not None:
+            clear_run_files(writes)
         hooks = trainer.parallelism
         assert isinstance(hooks, DistributedParallelism)
         if resume:
@@ -346,7 +348,7 @@ def launch(
     check_supported(config, nproc)
     if run_dir is not None:  # fail here, with one line, before any process starts
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    kwargs = {"resume": resume, "data": data, "timeout_s": timeout_s}
+    kwargs = {"resume": resume, "overwrite": overwrite, "data": data, "timeout_s": timeout_s}
     if nproc == 1:
         with _single_process_env():
             return [train_process(config, run_dir, **kwargs)]
