@@ -65,6 +65,19 @@ def test_an_overwrite_that_fails_to_start_keeps_the_old_run(cli_run, capsys, pro
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("lr: [1, 2\n", "config.yaml is not valid YAML"),
+    ("", "config.yaml must hold a mapping of configuration fields"),
+    ("- lr\n", "config.yaml must hold a mapping of configuration fields"),
+    ("lr: -1\n", "config.yaml: lr must be positive, got -1.0"),
+])
+def test_a_hand_broken_config_yaml_on_resume_is_one_line_naming_it(cli_run, capsys, text, expected) -> None:
+    flags, run_dir = cli_run
+    (run_dir / CONFIG).write_text(text)
+    assert main(["train", *flags, "--resume", "--epochs", "2"]) == 2
+    assert expected in one_error_line(capsys)
+
+
 def test_a_changed_lr_on_resume_is_applied_and_recorded(cli_run) -> None:
     flags, run_dir = cli_run
     assert main(["train", *flags, "--resume", "--epochs", "2", "--lr", "0.01"]) == 0

@@ -159,10 +159,22 @@ def clear_run_files(run_dir: Path) -> None:
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The fields of ``run_dir``'s ``config.yaml``; a damaged or hand-broken file is a one-line
+    error naming it."""
     path = run_dir / CONFIG
     if not path.is_file():
         raise RunDirError(f"no {CONFIG} in {run_dir}")
-    return yaml.safe_load(path.read_text())
+    try:
+        fields_ = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(fields_, dict):
+        raise RunDirError(f"{path} must hold a mapping of configuration fields")
+    try:
+        RunConfig.from_dict(fields_)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return fields_
 
 
 def build_for(config: RunConfig, data: ClassificationData) -> Method:
