@@ -1,8 +1,9 @@
-"""Helpers several test modules use: tiny synthetic data, a dataset file of it, a small run config,
-the one line a failing command printed."""
+"""Helpers several test modules use: tiny synthetic data, a dataset file of it (whole or damaged), a
+small run config, the one line a failing command printed."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,23 @@ def write_npz(path: Path, data: ClassificationData) -> Path:
     """A user dataset file (``--dataset path.npz``) holding ``data``'s train and test splits."""
     np.savez(path, x=data.train_x.numpy(), y=data.train_y.numpy(),
              x_test=data.test_x.numpy(), y_test=data.test_y.numpy())
+    return path
+
+
+def write_damaged_npz(path: Path, damage: str) -> Path:
+    """An ``.npz`` whose zip is whole but whose ``x`` cannot be read: ``damage`` is ``"array header"``
+    (an unclosed header dict) or ``"deflate"`` (a compressed stream that does not decode)."""
+    if damage == "array header":
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, "
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    else:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("x.npy", bytes(4096))
+        data = bytearray(path.read_bytes())
+        start = 30 + len("x.npy")  # after the member's local header: its deflate stream
+        data[start:start + 4] = b"\xff" * 4
+        path.write_bytes(bytes(data))
     return path
 
 

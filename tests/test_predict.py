@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import write_damaged_npz
 from noprop.cli import main
 from noprop.run import load_run
 
@@ -100,3 +101,16 @@ def test_an_npz_without_x_lists_what_it_holds(trained, tmp_path, capsys) -> None
     np.savez(tmp_path / "odd.npz", images=x[:2], labels=np.zeros(2))
     assert main(["predict", str(run_dir), str(tmp_path / "odd.npz")]) == 2
     assert "holds no array 'x' (the images); it holds: images, labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["not a zip", "array header", "deflate"])
+def test_a_damaged_npz_is_one_line_naming_it(trained, tmp_path, capsys, damage) -> None:
+    run_dir, _, _ = trained
+    path = tmp_path / "bad.npz"
+    if damage == "not a zip":
+        path.write_bytes(b"PK\x03\x04garbage")
+    else:
+        write_damaged_npz(path, damage)
+    assert main(["predict", str(run_dir), str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"cannot read images from {path}" in lines[0]

@@ -31,7 +31,7 @@ from torch import Tensor
 from noprop.data import DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import check_columns, features_from_array, read_csv
-from noprop.data.user import IMAGE_SUFFIXES, images_from_array, read_image_files
+from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
 
@@ -67,7 +67,7 @@ def _load_array(path: Path, what: str) -> np.ndarray:
             raise DataError(f"{path} holds no array 'x' (the {what}); it holds: "
                             f"{', '.join(raw.files) or 'nothing'}")
         return np.asarray(raw["x"] if path.suffix.lower() == ".npz" else raw)
-    except (OSError, ValueError) as err:
+    except NPY_READ_ERRORS as err:
         raise DataError(f"cannot read {what} from {path}: {err}") from None
 
 

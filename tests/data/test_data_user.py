@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import write_damaged_npz
 from noprop.cli import main
 from noprop.data import DataError, load_dataset
 
@@ -141,6 +142,12 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
 def test_not_an_npz_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_text("hello")
     assert "x.npz is not a readable .npz file" in _error(str(tmp_path / "x.npz"))
+
+
+@pytest.mark.parametrize("damage", ["array header", "deflate"])
+def test_an_npz_damaged_inside_its_zip_is_named(tmp_path: Path, damage: str) -> None:
+    path = write_damaged_npz(tmp_path / "x.npz", damage)
+    assert "x.npz is not a readable .npz file" in _error(str(path))
 
 
 # -- through the CLI: the model adapts to channels, size and classes -------------------------------

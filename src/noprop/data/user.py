@@ -17,7 +17,9 @@ as it is, never rescaled).
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,10 @@ from noprop.data.tabular import assemble_table, features_from_array, load_csv
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+#: What ``np.load`` of a damaged ``.npz`` / ``.npy`` raises: a broken zip, a compressed stream or
+#: array header that does not decode, a compression method zipfile lacks, a short read.
+NPY_READ_ERRORS = (zipfile.BadZipFile, zlib.error, tokenize.TokenError, NotImplementedError, OSError,
+                   EOFError, ValueError)
 
 
 def load_user_data(path: Path, label_column: str = "label") -> ClassificationData:
@@ -48,7 +54,7 @@ def load_npz(path: Path) -> ClassificationData:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+    except NPY_READ_ERRORS as err:
         raise DataError(f"{path} is not a readable .npz file: {err}") from None
     for key in ("x", "y"):
         if key not in arrays:
