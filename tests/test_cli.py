@@ -113,3 +113,20 @@ def test_a_dataset_path_is_saved_absolute_and_names_the_run_dir(tmp_path: Path, 
 def test_several_runs_of_the_noise_free_sampler_are_refused(tiny_run: Path, capsys) -> None:
     assert main(["evaluate", str(tiny_run), "--runs", "2", "--deterministic"]) == 2
     assert "--runs needs the stochastic sampler" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(("dataset", "message"), [
+    ("wine", "dataset wine has inputs of 13 features, but the model takes 1x8x8"),
+    ("twelve.npz", "has 12 classes, but the model knows only 10"),
+])
+def test_evaluate_on_data_the_model_cannot_score_is_one_line(tiny_run: Path, tmp_path: Path, capsys,
+                                                             dataset: str, message: str) -> None:
+    import numpy as np
+
+    if dataset.endswith(".npz"):
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 17, (60, 1, 8, 8)).astype("uint8")
+        np.savez(tmp_path / dataset, x=x, y=np.arange(60) % 12)
+        dataset = str(tmp_path / dataset)
+    assert main(["evaluate", str(tiny_run), "--dataset", dataset]) == 2
+    assert message in one_error_line(capsys)

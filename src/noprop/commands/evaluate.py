@@ -10,6 +10,7 @@ from noprop.data import ClassificationData, DataError, check_dataset, load_datas
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.run import load_run
+from noprop.spec import DataSpec
 from noprop.training.device import check_device, resolve_device
 from noprop.training.inference_runs import inference_runs
 from noprop.training.trainer import evaluate_accuracy
@@ -49,6 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = run.checkpoint.get("data_info") or {}
         check_columns(data.feature_names, info.get("feature_names"), name)
         data = _as_the_model_saw(data, info.get("normalization"))
+    _check_fits(data.spec, DataSpec.from_dict(run.checkpoint["spec"]), name)
     deterministic = args.deterministic or config.eval_deterministic
     if args.runs > 1 and deterministic:
         raise UsageError("--runs needs the stochastic sampler: the noise-free one gives the same "
@@ -68,6 +70,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         print(f"{label}test_accuracy {acc:.4f}")
     return 0
+
+
+def _check_fits(data: DataSpec, model: DataSpec, name: str) -> None:
+    """Refuse test data the model cannot score: inputs of another shape, or more classes."""
+    if data.input_shape != model.input_shape:
+        raise DataError(f"dataset {name} has inputs of {data.describe()}, but the model takes "
+                        f"{model.describe()}")
+    if data.num_classes > model.num_classes:
+        raise DataError(f"dataset {name} has {data.num_classes} classes, but the model knows only "
+                        f"{model.num_classes}")
 
 
 def _as_the_model_saw(data: ClassificationData, normalization: list[list[float]] | None
