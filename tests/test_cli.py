@@ -81,6 +81,7 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["train", "--resume"], "--run-dir"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
         (["evaluate", "/nonexistent/run", "--runs", "0"], "--runs"),
+        (["predict", "/nonexistent/run", "x.png", "--steps", "-1"], "--steps"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
@@ -130,3 +131,8 @@ def test_evaluate_on_data_the_model_cannot_score_is_one_line(tiny_run: Path, tmp
         dataset = str(tmp_path / dataset)
     assert main(["evaluate", str(tiny_run), "--dataset", dataset]) == 2
     assert message in one_error_line(capsys)
+
+
+def test_evaluate_steps_of_a_model_without_a_step_count_is_refused(tiny_run: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run), "--steps", "5"]) == 2  # DT: its T blocks, no choice
+    assert "--steps sets the sampler steps of CT and FM models" in one_error_line(capsys)

@@ -114,3 +114,18 @@ def test_a_damaged_npz_is_one_line_naming_it(trained, tmp_path, capsys, damage) 
     assert main(["predict", str(run_dir), str(path)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"cannot read images from {path}" in lines[0]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--steps", "5"], "--steps sets the sampler steps of CT and FM models"),  # a DT model: none
+    (["--output", "{tmp}/no/such/dir/out.csv"], "cannot write --output"),
+    (["--output", "{tmp}"], "cannot write --output"),
+])
+def test_an_inapplicable_or_unwritable_predict_option_is_one_line(trained, tmp_path, capsys, flags,
+                                                                 message) -> None:
+    run_dir, x, _ = trained
+    np.savez(tmp_path / "few.npz", x=x[:2])
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main(["predict", str(run_dir), str(tmp_path / "few.npz"), *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]

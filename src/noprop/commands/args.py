@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from noprop.config import RunConfig
@@ -52,6 +53,13 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def check_steps(steps: int | list[int] | None, config: RunConfig, path: Path) -> None:
+    """Refuse ``--steps`` for a model whose method has no sampler step count (DT runs its T blocks)."""
+    if steps is not None and config.sampler_steps is None:
+        raise UsageError(f"--steps sets the sampler steps of CT and FM models; {path} is a "
+                         f"{config.method} model, which has none")
 
 
 def dataset_name(text: str) -> str:

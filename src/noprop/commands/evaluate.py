@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from noprop.commands.args import UsageError, positive_int
+from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.path, map_location=resolve_device(args.device))
     config = run.config
+    check_steps(args.steps, config, args.path)
     name = args.dataset or config.dataset
     if name == "user":
         raise DataError(f"{args.path} was fitted from Python on in-memory data; pass --dataset PATH "

@@ -8,6 +8,7 @@ import csv
 import sys
 from pathlib import Path
 
+from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import DataError
 from noprop.predict import predict
 from noprop.run import load_run
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image files, folders of images, .npz files (array x) or .npy arrays; for a model "
                         "trained on a table: .csv tables with its columns, or (N, D) arrays")
     p.add_argument("--output", type=Path, default=None, help="write the CSV here instead of stdout")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="inference steps (CT/FM; default: the model's own, as in training)")
     p.add_argument("--stochastic", type=int, default=0, metavar="PASSES",
                    help="average this many passes of the paper's stochastic sampler (seeded) instead "
@@ -33,10 +34,14 @@ def run(args: argparse.Namespace) -> int:
     if args.stochastic < 0:
         raise DataError(f"--stochastic must be >= 0 passes, got {args.stochastic}")
     loaded = load_run(args.run)
+    check_steps(args.steps, loaded.config, args.run)
     rows, notes = predict(loaded, args.inputs, steps=args.steps, stochastic=args.stochastic)
     for note in notes:
         print(f"noprop predict: note: {note} to match the model", file=sys.stderr)
-    out = args.output.open("w", newline="") if args.output else sys.stdout
+    try:
+        out = args.output.open("w", newline="") if args.output else sys.stdout
+    except OSError as err:
+        raise UsageError(f"cannot write --output {args.output}: {err.strerror or err}") from None
     try:
         writer = csv.writer(out, lineterminator="\n")
         # class_index: the model's output index; class_name: its name (the index when none is known)
@@ -46,3 +51,4 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     return 0
+
