@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,14 @@ def test_a_safetensors_file_that_is_not_a_noprop_model_is_one_line(tmp_path, cap
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     assert main(["predict", str(tmp_path / "junk.safetensors"), str(tmp_path)]) == 2
     assert "not a readable .safetensors file" in capsys.readouterr().err
+
+
+def test_the_exported_file_gets_the_umasks_permissions_and_no_temporary_stays(run, tmp_path) -> None:
+    run_dir, _ = run
+    old = os.umask(0o022)
+    try:
+        assert main(["export", str(run_dir), str(tmp_path / "model.safetensors")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644  # a file to share
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
+from noprop.training.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 
 SUFFIX = ".safetensors"
 FORMAT = "noprop-model/1"
@@ -30,10 +30,8 @@ def export_model(checkpoint: Path, out: Path) -> Path:
     # contiguous, unshared copies: safetensors refuses tensors that share memory
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state["model"].items()}
     metadata = {"format": FORMAT, **{k: json.dumps(state.get(k)) for k in META_KEYS}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(out)
+    # as every run file: atomically, with the umask's permissions (save_file leaves a 0600 file)
+    atomic_write_bytes(out, save(tensors, metadata=metadata))
     return out
 
 
