@@ -31,6 +31,25 @@ def test_damaged_checkpoint_is_reported_as_corrupt_on_resume(cli_run, capsys, da
     assert re.search(r"checkpoint .* is corrupt or truncated", one_error_line(capsys))
 
 
+@pytest.mark.parametrize("order", ["sequential", "interleaved"])
+def test_a_training_split_that_leaves_a_last_batch_of_one_trains_on_every_example(order):
+    from noprop.data.base import batches, num_batches
+
+    x, y = torch.arange(33.0).view(33, 1), torch.arange(33)
+    assert [len(b) for _, b in batches(x, y, 16)] == [16, 17] and num_batches(33, 16) == 2
+    # BatchNorm cannot train on one example: 33 = 2 x 16 + 1 used to fail in the last batch
+    trainer, _ = train_run(tiny_config(epochs=1, block_order=order), None, data=make_blobs(33, 8, classes=3))
+    assert trainer.steps_per_epoch() == 2 * 2
+
+
+def test_a_training_split_of_one_example_is_one_line(tmp_path, capsys):
+    data = make_blobs(1, 8, classes=3)
+    assert main(["train", "--dataset", str(write_npz(tmp_path / "one.npz", data)), "-T", "2", "--epochs", "1",
+                 "-q", "--device", "cpu", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "the training split holds 1 example(s); training needs at least 2" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_of_another_configuration_names_the_difference(cli_run, capsys):
     _, run_dir = cli_run
     capsys.readouterr()

@@ -164,16 +164,21 @@ def batches(
 
     ``transform`` (e.g. ``data.train_transform``) is applied to each image batch and draws its
     randomness from the same ``generator``, after the shuffle, so augmentation is seeded too.
+    A last batch of one example joins the batch before it: BatchNorm cannot train on one example.
     """
     n = len(x)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(x.device)  # once per epoch: a GPU-resident set is then indexed without a host sync
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
+    count = num_batches(n, batch_size, drop_last=drop_last)
+    for i in range(count):
+        start = i * batch_size
+        idx = order[start : n if i == count - 1 and not drop_last else start + batch_size]
         xb = x[idx]
         yield (transform(xb, generator) if transform is not None else xb), y[idx]
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
-    return n // batch_size if drop_last else -(-n // batch_size)
+    """How many batches :func:`batches` yields (a last batch of one joins the one before)."""
+    if drop_last or (n > batch_size and n % batch_size == 1):
+        return n // batch_size
+    return -(-n // batch_size)

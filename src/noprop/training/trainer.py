@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from noprop._version import __version__
 from noprop.config import RunConfig, model_differences
-from noprop.data.base import ClassificationData, batches, num_batches
+from noprop.data.base import ClassificationData, DataError, batches, num_batches
 from noprop.methods.base import Method
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
@@ -214,6 +214,9 @@ class Trainer:
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = resolve_precision(config.precision, self.device)
         self.method = method.to(self.device)
+        if len(data.train_x) < 2:  # BatchNorm cannot train on one example
+            raise DataError(f"{data.name}: the training split holds {len(data.train_x)} example(s); "
+                            "training needs at least 2")
         self.data = data
         self._train_x, self._train_y = self._training_tensors()
         self.run_dir = run_dir
