@@ -81,6 +81,18 @@ def test_wrong_image_size_is_a_one_line_error(blobs) -> None:
         clf.predict(torch.zeros(3, 1, 9, 9))
 
 
+def test_fit_with_a_label_count_that_is_not_the_input_count_is_one_line(blobs) -> None:
+    import pytest
+
+    from noprop.data import DataError
+
+    clf = Classifier("dt", num_blocks=2, epochs=1, batch_size=32)
+    with pytest.raises(DataError, match="fit: x has 256 examples but y has 10 labels"):
+        clf.fit(blobs.train_x, blobs.train_y[:10])
+    with pytest.raises(DataError, match="validation: x has 128 examples but y has 5 labels"):
+        clf.fit(blobs.train_x, blobs.train_y, validation=(blobs.test_x, blobs.test_y[:5]))
+
+
 def test_fit_into_an_existing_run_is_refused_unless_overwrite(blobs, tmp_path) -> None:
     import pytest
 

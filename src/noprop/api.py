@@ -59,6 +59,14 @@ def _as_labels(y: ArrayLike) -> Tensor:
     return y.long()
 
 
+def _as_examples(x: ArrayLike, y: ArrayLike, what: str) -> tuple[Tensor, Tensor]:
+    """Inputs and labels, refused in one line unless there is one label per input."""
+    inputs, labels = _as_inputs(x), _as_labels(y)
+    if len(inputs) != len(labels):
+        raise DataError(f"{what}: x has {len(inputs)} examples but y has {len(labels)} labels")
+    return inputs, labels
+
+
 def _from_loader(loader: Iterable[Any]) -> tuple[Tensor, Tensor]:
     xs, ys = zip(*((xb, yb) for xb, yb in loader), strict=True)
     return torch.cat([_as_inputs(x) for x in xs]), torch.cat([_as_labels(y) for y in ys])
@@ -104,14 +112,14 @@ class Classifier:
         ``validation_split`` of the training data (a fixed, seeded split). An existing run in
         ``run_dir`` is refused unless the classifier was made with ``overwrite=True``.
         """
-        train_x, train_y = _from_loader(x) if y is None else (_as_inputs(x), _as_labels(y))
+        train_x, train_y = _from_loader(x) if y is None else _as_examples(x, y, "fit")
         if validation is None:
             order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.config.seed))
             n_val = max(1, int(len(train_x) * validation_split))
             val, keep = order[:n_val], order[n_val:]
             val_x, val_y, train_x, train_y = train_x[val], train_y[val], train_x[keep], train_y[keep]
         elif isinstance(validation, tuple):
-            val_x, val_y = _as_inputs(validation[0]), _as_labels(validation[1])
+            val_x, val_y = _as_examples(*validation, "validation")
         else:
             val_x, val_y = _from_loader(validation)
         num_classes = int(max(train_y.max(), val_y.max())) + 1
