@@ -3,6 +3,7 @@ applies it only when the run asks for it (the paper trains without augmentation)
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from noprop.cli import build_parser
@@ -10,6 +11,7 @@ from noprop.config import RunConfig
 from noprop.data import ClassificationData, batches
 from noprop.data.augment import RandomCropFlip, cifar_augmentation
 from noprop.run import build_for
+from noprop.settings import ConfigError
 from noprop.training.trainer import Trainer
 
 
@@ -99,6 +101,13 @@ def test_trainer_applies_the_transform_only_when_augment_is_on() -> None:
     for _unit, xb, _yb in trainer._schedule(0):
         assert xb.shape == (32, 1, 8, 8)
     assert counter.images == 2 * 64  # sequential order: one pass over the data per block
+
+
+def test_augment_on_data_without_an_augmentation_is_refused() -> None:
+    data = _blobs(64, 16)  # no train_transform, like MNIST or a table
+    config = RunConfig(epochs=1, batch_size=32, num_blocks=2, device="cpu", progress=False, augment=True)
+    with pytest.raises(ConfigError, match="augment applies to datasets with a training augmentation"):
+        Trainer(build_for(config.resolved(), data), data, config)
 
 
 def test_augment_flag_defaults_off_like_the_paper() -> None:

@@ -217,6 +217,9 @@ class Trainer:
         if len(data.train_x) < 2:  # BatchNorm cannot train on one example
             raise DataError(f"{data.name}: the training split holds {len(data.train_x)} example(s); "
                             "training needs at least 2")
+        if config.augment and data.train_transform is None:
+            raise ConfigError(f"augment applies to datasets with a training augmentation (CIFAR); "
+                              f"{data.name} has none")
         self.data = data
         self._train_x, self._train_y = self._training_tensors()
         self.run_dir = run_dir
