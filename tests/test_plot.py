@@ -40,6 +40,16 @@ def test_run_without_a_chain_gets_no_readout_figure(tmp_path):
     assert_pngs(plot_path(tmp_path / "run"), {"training_curves.png"})
 
 
+def test_a_damaged_checkpoint_or_config_still_gives_the_training_curves(tmp_path, capsys):
+    write_run(tmp_path / "run", "dt", [0.5, 0.8])
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert_pngs(plot_path(tmp_path / "run"), {"training_curves.png"})
+    err = capsys.readouterr().err
+    assert err.startswith("noprop plot: no readout figure for") and len(err.strip().splitlines()) == 1
+    (tmp_path / "run" / "config.yaml").write_text("method: [dt\n")  # invalid YAML: label falls back
+    assert_pngs(plot_path(tmp_path / "run"), {"training_curves.png"})
+
+
 def test_bench_directory_gives_accuracy_time_memory_readout_and_loss_figures(tmp_path):
     runs = []
     for method, peak, readouts in [("dt", 300.0, [0.2, 0.5, 0.7]), ("backprop", 900.0, [0.3, 0.6, 0.8]),

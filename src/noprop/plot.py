@@ -25,6 +25,7 @@ Benchmark directory (``bench.json``, from ``noprop bench``):
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def run_label(run_dir: Path) -> str:
 
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         return f"{config['method']} on {config['dataset']}"
-    except (OSError, KeyError, TypeError):
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
         return run_dir.name
 
 
@@ -116,12 +117,19 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
         return json.loads((run_dir / RUN_JSON).read_text()).get("readout_accuracies")
     if not (run_dir / "checkpoint.pt").is_file() or samples <= 0:
         return None
-    from noprop.data import load_dataset
-    from noprop.run import load_run
+    from noprop.data import DataError, load_dataset
+    from noprop.run import RunDirError, load_run
+    from noprop.settings import ConfigError
+    from noprop.training.checkpoint import CheckpointError
     from noprop.training.trainer import readout_accuracies
 
-    run = load_run(run_dir)
-    data = load_dataset(run.config.dataset, run.config.data_dir, label_column=run.config.label_column)
+    try:
+        run = load_run(run_dir)
+        data = load_dataset(run.config.dataset, run.config.data_dir, label_column=run.config.label_column)
+    except (CheckpointError, RunDirError, ConfigError, DataError) as err:
+        # the curves come from metrics.csv alone; only this extra figure needs the model and data
+        print(f"noprop plot: no readout figure for {run_dir}: {err}", file=sys.stderr)
+        return None
     return readout_accuracies(
         run.method, data.test_x[:samples], data.test_y[:samples],
         steps=run.config.sampler_steps, deterministic=run.config.eval_deterministic,
