@@ -83,6 +83,7 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["evaluate", "/nonexistent/run", "--runs", "0"], "--runs"),
         (["predict", "/nonexistent/run", "x.png", "--steps", "-1"], "--steps"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
+        (["train", "--eval-inference-steps", "5"], "a dt run has none"),  # DT: T blocks, no steps
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
     ],
@@ -131,6 +132,14 @@ def test_evaluate_on_data_the_model_cannot_score_is_one_line(tiny_run: Path, tmp
         dataset = str(tmp_path / dataset)
     assert main(["evaluate", str(tiny_run), "--dataset", dataset]) == 2
     assert message in one_error_line(capsys)
+
+
+def test_eval_inference_steps_is_taken_by_methods_with_a_step_count() -> None:
+    from noprop.cli import build_parser
+    from noprop.commands.train import run_config
+
+    args = build_parser().parse_args(["train", "--method", "ct", "--eval-inference-steps", "5"])
+    assert run_config(args).eval_inference_steps == 5
 
 
 def test_evaluate_steps_of_a_model_without_a_step_count_is_refused(tiny_run: Path, capsys) -> None:

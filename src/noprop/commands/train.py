@@ -53,9 +53,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             raise UsageError("--resume needs --run-dir: the run directory to continue")
         if args.config:
             raise UsageError("--config starts a new run; a resumed run keeps its saved configuration")
-        return RunConfig.from_dict({**saved_config(args.run_dir), **overrides})
-    base = load_preset(args.config).fields if args.config else {}
-    return RunConfig.from_dict({**base, **overrides})
+        config = RunConfig.from_dict({**saved_config(args.run_dir), **overrides})
+    else:
+        base = load_preset(args.config).fields if args.config else {}
+        config = RunConfig.from_dict({**base, **overrides})
+    if overrides.get("eval_inference_steps") is not None and config.sampler_steps is None:
+        raise UsageError(f"--eval-inference-steps sets the sampler steps of CT and FM's per-epoch "
+                         f"check; a {config.method} run has none")
+    return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
