@@ -51,4 +51,3 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     return 0
-
