@@ -169,12 +169,19 @@ def batches(
     n = len(x)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(x.device)  # once per epoch: a GPU-resident set is then indexed without a host sync
+    for start, stop in batch_bounds(n, batch_size, drop_last=drop_last):
+        idx = order[start:stop]
+        xb = x[idx]
+        yield (transform(xb, generator) if transform is not None else xb), y[idx]
+
+
+def batch_bounds(n: int, batch_size: int, *, drop_last: bool = False) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each batch :func:`batches` yields over ``n`` rows, for code that batches
+    unlabelled rows the same way (a seeded sampler pass draws its noise batch by batch)."""
     count = num_batches(n, batch_size, drop_last=drop_last)
     for i in range(count):
         start = i * batch_size
-        idx = order[start : n if i == count - 1 and not drop_last else start + batch_size]
-        xb = x[idx]
-        yield (transform(xb, generator) if transform is not None else xb), y[idx]
+        yield start, n if i == count - 1 and not drop_last else start + batch_size
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from noprop.data.base import batch_bounds
 from noprop.methods.base import Method
 from noprop.training.device import flushed_denormals
 
@@ -76,7 +77,7 @@ def predictions(method: Method, x: Tensor, *, steps: int | None = None, determin
         preds = [
             method.predict_logits(xb.to(device), steps=steps, deterministic=deterministic,
                                   generator=generator).argmax(-1).cpu()
-            for xb in x.split(batch_size)
+            for xb in (x[start:stop] for start, stop in batch_bounds(len(x), batch_size))
         ]
     return torch.cat(preds)
 
