@@ -84,6 +84,8 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["predict", "/nonexistent/run", "x.png", "--steps", "-1"], "--steps"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
         (["train", "--eval-inference-steps", "5"], "a dt run has none"),  # DT: T blocks, no steps
+        (["train", "--parallel", "blocks"], "--parallel split the work between processes; this run has one"),
+        (["train", "--shared-sync-every", "4"], "add --nproc N"),
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
     ],

@@ -94,6 +94,7 @@ def test_encoder_settings_that_cannot_work_are_refused_in_one_line(settings, mes
     ("not_flat", r"must return \(batch, features\), returned \(2, 2, 6, 6\)"),
     ("not_a_module", "returned int, not an nn.Module"),
     ("shared_layer", "gives blocks 1 and 2 the same trainable parameters"),
+    ("raises", "encoder user_encoders:raises raised ValueError: width must be positive"),
 ])
 def test_a_factory_that_breaks_the_contract_is_refused(factory: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -60,3 +60,8 @@ class DataDependent(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x.flatten(1))
         return h if float(h.sum()) > -1e30 else -h
+
+
+def raises() -> nn.Module:
+    """Wrong: a factory with a bug of its own."""
+    raise ValueError("width must be positive")

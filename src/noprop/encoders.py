@@ -179,7 +179,10 @@ class EncoderFactory:
             _needs_images("resnet", spec)
             return ResNetEncoder(spec.channels, width, depth)
         factory = resolve_factory(self.name)
-        module = factory(spec) if _takes_argument(factory) else factory()
+        try:
+            module = factory(spec) if _takes_argument(factory) else factory()
+        except Exception as err:  # the user's code: one line on the CLI, the chain kept in Python
+            raise ConfigError(f"encoder {self.name} raised {type(err).__name__}: {err}") from err
         if not isinstance(module, nn.Module):
             raise ConfigError(f"encoder {self.name} returned {type(module).__name__}, not an nn.Module")
         return module

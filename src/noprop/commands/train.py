@@ -68,7 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or default_run_dir(config, args.out_dir)
     from noprop.distributed import launched_by_torchrun
 
-    if args.nproc is not None or launched_by_torchrun():
+    several = args.nproc is not None or launched_by_torchrun()
+    flags = [f"--{k.replace('_', '-')}" for k in ("parallel", "shared_sync_every")
+             if config_overrides(args).get(k) is not None]
+    if flags and not several:
+        raise UsageError(f"{' and '.join(flags)} split the work between processes; this run has one "
+                         "(add --nproc N, or launch it with torchrun)")
+    if several:
         from noprop.distributed import DistributedError, train_distributed
 
         try:
