@@ -84,8 +84,6 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["predict", "/nonexistent/run", "x.png", "--steps", "-1"], "--steps"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
         (["train", "--eval-inference-steps", "5"], "a dt run has none"),  # DT: T blocks, no steps
-        (["train", "--parallel", "blocks"], "--parallel split the work between processes; this run has one"),
-        (["train", "--shared-sync-every", "4"], "add --nproc N"),
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
     ],
@@ -134,6 +132,20 @@ def test_evaluate_on_data_the_model_cannot_score_is_one_line(tiny_run: Path, tmp
         dataset = str(tmp_path / dataset)
     assert main(["evaluate", str(tiny_run), "--dataset", dataset]) == 2
     assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--parallel", "blocks"], "--parallel split the work between processes; this run has one"),
+    (["train", "--shared-sync-every", "4"], "add --nproc N"),
+    (["bench", "--methods", "dt", "--epochs", "1", "--out", "b", "--parallel", "blocks"], "bench trains"),
+    (["reproduce", "mnist-dt", "--parallel", "data"], "reproduce trains each run in one process"),
+])
+def test_multiprocess_flags_in_one_process_are_refused(argv: list[str], message: str, capsys,
+                                                       tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_eval_inference_steps_is_taken_by_methods_with_a_step_count() -> None:

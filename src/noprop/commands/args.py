@@ -157,3 +157,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration settings given on the command line (run and method alike)."""
     names: Iterable[str] = {f.name for f in setting_fields(RunConfig)} | set(method_setting_fields())
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+#: Run settings that split work between processes (docs/distributed.md): with one they do nothing.
+MULTIPROCESS_SETTINGS = ("parallel", "shared_sync_every")
+
+
+def refuse_multiprocess_flags(overrides: dict[str, Any], how: str) -> None:
+    """Refuse ``--parallel`` and ``--shared-sync-every`` where one process runs; ``how`` says
+    what would run several (a flag given and ignored would read as if it had taken effect)."""
+    flags = [f"--{k.replace('_', '-')}" for k in MULTIPROCESS_SETTINGS if k in overrides]
+    if flags:
+        raise UsageError(f"{' and '.join(flags)} split the work between processes; {how}")

@@ -15,7 +15,13 @@ import argparse
 from pathlib import Path
 
 from noprop.bench import BenchError, BenchPlan, run_bench
-from noprop.commands.args import UsageError, add_config_flags, config_overrides, positive_int
+from noprop.commands.args import (
+    UsageError,
+    add_config_flags,
+    config_overrides,
+    positive_int,
+    refuse_multiprocess_flags,
+)
 from noprop.methods import METHODS
 
 
@@ -46,6 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.single_method is not None:
         raise UsageError("noprop bench takes --methods (several), not --method")
     overrides = config_overrides(args)
+    refuse_multiprocess_flags(overrides, "noprop bench trains each run in one process")
     if "epochs" not in overrides and "max_train_seconds" not in overrides:
         raise UsageError("give a budget: --epochs N and/or --max-train-seconds S")
     if args.baseline not in args.methods:

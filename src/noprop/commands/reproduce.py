@@ -17,7 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from noprop.commands.args import UsageError, add_config_flags, config_overrides, positive_float, positive_int
+from noprop.commands.args import (
+    UsageError,
+    add_config_flags,
+    config_overrides,
+    positive_float,
+    positive_int,
+    refuse_multiprocess_flags,
+)
 from noprop.presets import PAPER_EXPERIMENTS, load_preset, preset_names
 from noprop.reproduce import (
     EXPERIMENT_ERRORS,
@@ -68,6 +75,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.names:
         raise UsageError("name one or more configs, or 'all' (noprop reproduce --list shows them)")
     overrides = config_overrides(args)
+    refuse_multiprocess_flags(overrides, "noprop reproduce trains each run in one process")
     fixed = [name for name in FIXED_FIELDS if name in overrides]
     if fixed:
         raise UsageError(f"reproduce runs each config's own {' and '.join(fixed)}; "

@@ -12,7 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from noprop.commands.args import UsageError, add_config_flags, config_overrides, positive_float, positive_int
+from noprop.commands.args import (
+    UsageError,
+    add_config_flags,
+    config_overrides,
+    positive_float,
+    positive_int,
+    refuse_multiprocess_flags,
+)
 from noprop.config import RunConfig
 from noprop.presets import load_preset
 from noprop.run import default_run_dir, saved_config, train_run
@@ -69,11 +76,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from noprop.distributed import launched_by_torchrun
 
     several = args.nproc is not None or launched_by_torchrun()
-    flags = [f"--{k.replace('_', '-')}" for k in ("parallel", "shared_sync_every")
-             if config_overrides(args).get(k) is not None]
-    if flags and not several:
-        raise UsageError(f"{' and '.join(flags)} split the work between processes; this run has one "
-                         "(add --nproc N, or launch it with torchrun)")
+    if not several:
+        refuse_multiprocess_flags(config_overrides(args),
+                                  "this run has one (add --nproc N, or launch it with torchrun)")
     if several:
         from noprop.distributed import DistributedError, train_distributed
 
