@@ -148,6 +148,25 @@ def test_multiprocess_flags_in_one_process_are_refused(argv: list[str], message:
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--data-dir", "DATA"], "--data-dir does not apply to digits, which is embedded"),
+    (["train", "--dataset", "wine", "--data-dir", "DATA"], "wine, which is embedded"),
+    (["train", "--dataset", "mine.npz", "--data-dir", "DATA"], "mine.npz, which is read from its path"),
+    (["bench", "--methods", "dt", "--epochs", "1", "--out", "b", "--data-dir", "DATA"], "apply to digits"),
+])
+def test_a_data_dir_for_a_dataset_that_needs_none_is_refused(argv: list[str], message: str, capsys,
+                                                             tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_evaluate_refuses_a_data_dir_for_an_embedded_dataset(tiny_run: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run), "--data-dir", "DATA"]) == 2
+    assert "--data-dir does not apply to digits" in one_error_line(capsys)
+
+
 def test_eval_inference_steps_is_taken_by_methods_with_a_step_count() -> None:
     from noprop.cli import build_parser
     from noprop.commands.train import run_config

@@ -22,6 +22,8 @@ from noprop.commands.args import (
     positive_int,
     refuse_multiprocess_flags,
 )
+from noprop.config import RunConfig
+from noprop.data import check_data_dir
 from noprop.methods import METHODS
 
 
@@ -53,6 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("noprop bench takes --methods (several), not --method")
     overrides = config_overrides(args)
     refuse_multiprocess_flags(overrides, "noprop bench trains each run in one process")
+    check_data_dir(overrides.get("dataset", RunConfig.dataset), overrides.get("data_dir"))
     if "epochs" not in overrides and "max_train_seconds" not in overrides:
         raise UsageError("give a budget: --epochs N and/or --max-train-seconds S")
     if args.baseline not in args.methods:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from noprop.commands.args import UsageError, check_steps, positive_int
-from noprop.data import ClassificationData, DataError, check_dataset, load_dataset
+from noprop.data import ClassificationData, DataError, check_data_dir, check_dataset, load_dataset
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.run import load_run
@@ -45,7 +45,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if name == "user":
         raise DataError(f"{args.path} was fitted from Python on in-memory data; pass --dataset PATH "
                         "(a .npz file, a .csv table or an image folder) or a dataset name to evaluate it")
-    data = load_dataset(check_dataset(name), args.data_dir or (None if args.dataset else config.data_dir),
+    check_data_dir(check_dataset(name), args.data_dir)
+    data = load_dataset(name, args.data_dir or (None if args.dataset else config.data_dir),
                         label_column=config.label_column)
     if args.dataset:
         info = run.checkpoint.get("data_info") or {}

@@ -21,6 +21,7 @@ from noprop.commands.args import (
     refuse_multiprocess_flags,
 )
 from noprop.config import RunConfig
+from noprop.data import check_data_dir
 from noprop.presets import load_preset
 from noprop.run import default_run_dir, saved_config, train_run
 
@@ -64,6 +65,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     else:
         base = load_preset(args.config).fields if args.config else {}
         config = RunConfig.from_dict({**base, **overrides})
+    if "data_dir" in overrides:
+        check_data_dir(config.dataset, config.data_dir)
     if overrides.get("eval_inference_steps") is not None and config.sampler_steps is None:
         raise UsageError(f"--eval-inference-steps sets the sampler steps of CT and FM's per-epoch "
                          f"check; a {config.method} run has none")

@@ -131,6 +131,16 @@ def unknown_dataset_message(name: str) -> str:
             "or give the path of a .npz file, a .csv table or a folder of images per class")
 
 
+def check_data_dir(name: str, data_dir: str | Path | None) -> None:
+    """Refuse a data root for a dataset that is not looked for under one: the embedded ones and a
+    path need none, and a root given for them would be silently unused (a forgotten ``--dataset``)."""
+    if data_dir is None or name in CATALOG:
+        return
+    where = "embedded in the library" if name in ("digits", *EMBEDDED_TABLES) else "read from its path"
+    raise DataError(f"--data-dir does not apply to {name}, which is {where}; it locates the files of "
+                    f"{', '.join(CATALOG)}")
+
+
 def check_dataset(name: str) -> str:
     """``name`` if it names a known dataset or looks like a path; else :class:`DataError`."""
     if name in DATASETS or is_dataset_path(name):
@@ -147,6 +157,7 @@ __all__ = [
     "DataError",
     "WrongDatasetError",
     "batches",
+    "check_data_dir",
     "check_dataset",
     "is_table_file",
     "load_dataset",
