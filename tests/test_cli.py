@@ -83,7 +83,7 @@ def test_occupied_run_dir_is_refused_and_left_untouched(tiny_run: Path, capsys) 
         (["evaluate", "/nonexistent/run", "--runs", "0"], "--runs"),
         (["predict", "/nonexistent/run", "x.png", "--steps", "-1"], "--steps"),
         (["train", "--method", "ct", "--schedule-gamma", "0"], "--schedule-gamma"),
-        (["train", "--eval-inference-steps", "5"], "a dt run has none"),  # DT: T blocks, no steps
+        (["train", "--eval-inference-steps", "5"], "this run is a dt model, which has none"),
         pytest.param(["train", "--device", "cuda"], "no CUDA GPU",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
     ],

@@ -55,10 +55,12 @@ def positive_float(text: str) -> float:
     return value
 
 
-def check_steps(steps: int | list[int] | None, config: RunConfig, path: Path) -> None:
-    """Refuse ``--steps`` for a model whose method has no sampler step count (DT runs its T blocks)."""
+def check_steps(steps: int | list[int] | None, config: RunConfig, what: str | Path,
+                flag: str = "--steps") -> None:
+    """Refuse a sampler step count (``flag``) for a run or model ``what`` whose method has none:
+    DT runs its T blocks, the baselines have no sampler."""
     if steps is not None and config.sampler_steps is None:
-        raise UsageError(f"--steps sets the sampler steps of CT and FM models; {path} is a "
+        raise UsageError(f"{flag} sets the sampler steps of CT and FM models; {what} is a "
                          f"{config.method} model, which has none")
 
 

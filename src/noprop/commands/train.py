@@ -15,6 +15,7 @@ from pathlib import Path
 from noprop.commands.args import (
     UsageError,
     add_config_flags,
+    check_steps,
     config_overrides,
     positive_float,
     positive_int,
@@ -67,9 +68,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         config = RunConfig.from_dict({**base, **overrides})
     if "data_dir" in overrides:
         check_data_dir(config.dataset, config.data_dir)
-    if overrides.get("eval_inference_steps") is not None and config.sampler_steps is None:
-        raise UsageError(f"--eval-inference-steps sets the sampler steps of CT and FM's per-epoch "
-                         f"check; a {config.method} run has none")
+    check_steps(overrides.get("eval_inference_steps"), config, "this run", "--eval-inference-steps")
     return config
 
 
