@@ -43,6 +43,18 @@ def test_evaluate_reproduces_the_reported_accuracy(tiny_run: Path, capsys) -> No
     assert f"test_accuracy {reported:.4f}" in capsys.readouterr().out
 
 
+def test_evaluate_uses_the_runs_precision_so_a_bf16_run_comes_back(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "bf16"  # bf16 autocast, as `auto` gives on a CPU with native bf16
+    assert main(["train", *TINY, "--precision", "bf16", "--run-dir", str(run_dir)]) == 0
+    reported = json.loads((run_dir / "results.json").read_text())["test_accuracy"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    assert main(["evaluate", str(run_dir), "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"test_accuracy {reported:.4f}" in out and f"({reported:.4f} " in out
+    assert main(["evaluate", str(run_dir), "--precision", "fp32"]) == 0  # an override is taken
+
+
 def test_evaluate_runs_the_papers_protocol_and_reports_the_vote(tiny_run: Path, capsys) -> None:
     assert main(["evaluate", str(tiny_run), "--runs", "3"]) == 0
     reported = json.loads((tiny_run / "results.json").read_text())["test_accuracy"]

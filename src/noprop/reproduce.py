@@ -192,7 +192,8 @@ def final_accuracies(trainer: Trainer, results: dict[str, Any], runs: int) -> li
     first = [results["test_accuracy"]] if reuse else []
     return first + [
         evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.sampler_steps,
-                          deterministic=config.eval_deterministic, seed=config.eval_seed + k)
+                          deterministic=config.eval_deterministic, seed=config.eval_seed + k,
+                          flush_denormal=config.flush_denormal, precision=trainer.precision)
         for k in range(len(first), runs)
     ]
 

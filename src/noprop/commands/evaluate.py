@@ -11,7 +11,7 @@ from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.run import load_run
 from noprop.spec import DataSpec
-from noprop.training.device import check_device, resolve_device
+from noprop.training.device import PRECISIONS, check_device, resolve_device, resolve_precision
 from noprop.training.inference_runs import inference_runs
 from noprop.training.trainer import evaluate_accuracy
 
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "error (the paper's protocol: 5) and their majority vote (default: 1)")
     p.add_argument("--device", type=check_device, default="auto", metavar="DEVICE",
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32, bf16 (autocast) or auto (bf16 on a CPU with native bf16); default: "
+                        "the run's, so that the trainer's own evaluation comes back")
     p.add_argument("--dataset", default=None, metavar="NAME|PATH",
                    help="evaluate on this dataset's test split instead of the run's (needed for a "
                         "model fitted from Python on in-memory arrays); inputs are standardised with "
@@ -53,6 +56,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_columns(data.feature_names, info.get("feature_names"), name)
         data = _as_the_model_saw(data, info.get("normalization"))
     _check_fits(data.spec, DataSpec.from_dict(run.checkpoint["spec"]), name)
+    device = next(run.method.parameters()).device
+    precision = resolve_precision(args.precision or config.precision, device)
     deterministic = args.deterministic or config.eval_deterministic
     if args.runs > 1 and deterministic:
         raise UsageError("--runs needs the stochastic sampler: the noise-free one gives the same "
@@ -61,14 +66,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label = f"steps={steps}: " if steps is not None else ""
         if args.runs > 1:
             r = inference_runs(run.method, data.test_x, data.test_y, runs=args.runs, steps=steps,
-                               seed=config.eval_seed, flush_denormal=config.flush_denormal)
+                               seed=config.eval_seed, flush_denormal=config.flush_denormal,
+                               precision=precision)
             each = " ".join(f"{a:.4f}" for a in r.accuracies)
             print(f"{label}test_accuracy {r.mean:.4f} +- {r.stderr:.4f} over {args.runs} sampler "
                   f"runs ({each}); majority vote {r.vote_accuracy:.4f}")
             continue
         acc = evaluate_accuracy(
             run.method, data.test_x, data.test_y, steps=steps, deterministic=deterministic,
-            seed=config.eval_seed, flush_denormal=config.flush_denormal,
+            seed=config.eval_seed, flush_denormal=config.flush_denormal, precision=precision,
         )
         print(f"{label}test_accuracy {acc:.4f}")
     return 0

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from noprop.data.base import batch_bounds
 from noprop.methods.base import Method
-from noprop.training.device import flushed_denormals
+from noprop.training.device import autocast_for, flushed_denormals
 
 
 def standard_error(values: Sequence[float]) -> float | None:
@@ -83,12 +83,13 @@ def predictions(method: Method, x: Tensor, *, steps: int | None = None, determin
 
 
 def inference_runs(method: Method, x: Tensor, y: Tensor, *, runs: int, steps: int | None = None,
-                   seed: int = 1234, batch_size: int = 1000, flush_denormal: bool = True
-                   ) -> InferenceRuns:
+                   seed: int = 1234, batch_size: int = 1000, flush_denormal: bool = True,
+                   precision: str = "fp32") -> InferenceRuns:
     """``runs`` stochastic sampler passes over ``(x, y)``, seeded ``seed, seed + 1, ...``.
 
     Run ``k`` uses the same seed as :func:`noprop.training.trainer.evaluate_accuracy` with
-    ``seed + k``, so the first run reproduces the trainer's own evaluation at these steps.
+    ``seed + k``, so the first run reproduces the trainer's own evaluation at these steps, when
+    ``precision`` (resolved: fp32 or bf16 autocast) is the one the trainer evaluated with.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -97,7 +98,8 @@ def inference_runs(method: Method, x: Tensor, y: Tensor, *, runs: int, steps: in
     num_classes = method.spec.num_classes
     votes = torch.zeros(len(x), num_classes, dtype=torch.long)
     accuracies = []
-    with flushed_denormals(flush_denormal):
+    device = next(method.parameters()).device
+    with flushed_denormals(flush_denormal), autocast_for(precision, device):
         for k in range(runs):
             pred = predictions(method, x, steps=steps, seed=seed + k, batch_size=batch_size)
             votes[torch.arange(len(x)), pred] += 1

@@ -116,11 +116,13 @@ def evaluate_accuracy(
     deterministic: bool = False,
     seed: int = 1234,
     flush_denormal: bool = True,
+    precision: str = "fp32",
 ) -> float:
-    """Test accuracy with the method's own inference rule; the sampler noise is seeded."""
+    """Test accuracy with the method's own inference rule; the sampler noise is seeded.
+    ``precision`` (resolved: fp32 or bf16) must be the run's for the trainer's number to come back."""
     return readout_accuracies(
         method, x, y, batch_size=batch_size, steps=steps, deterministic=deterministic, seed=seed,
-        flush_denormal=flush_denormal,
+        flush_denormal=flush_denormal, precision=precision,
     )[-1]
 
 
