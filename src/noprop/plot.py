@@ -121,7 +121,6 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
     from noprop.run import RunDirError, load_run
     from noprop.settings import ConfigError
     from noprop.training.checkpoint import CheckpointError
-    from noprop.training.device import resolve_precision
     from noprop.training.trainer import readout_accuracies
 
     try:
@@ -135,7 +134,7 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
         run.method, data.test_x[:samples], data.test_y[:samples],
         steps=run.config.sampler_steps, deterministic=run.config.eval_deterministic,
         seed=run.config.eval_seed, flush_denormal=run.config.flush_denormal,
-        precision=resolve_precision(run.config.precision, next(run.method.parameters()).device),
+        precision=run.precision(),
     )
 
 

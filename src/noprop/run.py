@@ -25,6 +25,7 @@ from noprop.data import DATASETS, ClassificationData, load_dataset
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import CheckpointError, load_checkpoint, seed_everything
+from noprop.training.device import resolve_precision
 from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS, Trainer
 
 RUN_FILES = (CHECKPOINT, RESULTS, METRICS, CONFIG)
@@ -240,6 +241,12 @@ class LoadedRun:
     method: Method
     config: RunConfig
     checkpoint: dict[str, Any]
+
+    def precision(self, override: str | None = None) -> str:
+        """fp32 or bf16: ``override`` or the run's ``precision``, resolved for the device the model
+        is on. With the run's own, an evaluation gives back the trainer's number (which ``auto``
+        computed under bf16 autocast on a CPU with native bf16)."""
+        return resolve_precision(override or self.config.precision, next(self.method.parameters()).device)
 
 
 def checkpoint_path(path: Path) -> Path:

@@ -11,7 +11,7 @@ from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.run import load_run
 from noprop.spec import DataSpec
-from noprop.training.device import PRECISIONS, check_device, resolve_device, resolve_precision
+from noprop.training.device import PRECISIONS, check_device, resolve_device
 from noprop.training.inference_runs import inference_runs
 from noprop.training.trainer import evaluate_accuracy
 
@@ -56,8 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_columns(data.feature_names, info.get("feature_names"), name)
         data = _as_the_model_saw(data, info.get("normalization"))
     _check_fits(data.spec, DataSpec.from_dict(run.checkpoint["spec"]), name)
-    device = next(run.method.parameters()).device
-    precision = resolve_precision(args.precision or config.precision, device)
+    precision = run.precision(args.precision)
     deterministic = args.deterministic or config.eval_deterministic
     if args.runs > 1 and deterministic:
         raise UsageError("--runs needs the stochastic sampler: the noise-free one gives the same "
