@@ -77,11 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or default_run_dir(config, args.out_dir)
     from noprop.distributed import launched_by_torchrun
 
-    several = args.nproc is not None or launched_by_torchrun()
-    if not several:
-        refuse_multiprocess_flags(config_overrides(args),
-                                  "this run has one (add --nproc N, or launch it with torchrun)")
-    if several:
+    if args.nproc is not None or launched_by_torchrun():
         from noprop.distributed import DistributedError, train_distributed
 
         try:
@@ -93,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if results is None:  # a torchrun process other than rank 0: rank 0 reports
             return 0
     else:
+        refuse_multiprocess_flags(config_overrides(args),
+                                  "this run has one (add --nproc N, or launch it with torchrun)")
         _, results = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: results[k] for k in SUMMARY}))
     print(f"run directory: {run_dir}")
