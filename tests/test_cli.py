@@ -151,27 +151,18 @@ def test_evaluate_on_data_the_model_cannot_score_is_one_line(tiny_run: Path, tmp
     (["train", "--shared-sync-every", "4"], "add --nproc N"),
     (["bench", "--methods", "dt", "--epochs", "1", "--out", "b", "--parallel", "blocks"], "bench trains"),
     (["reproduce", "mnist-dt", "--parallel", "data"], "reproduce trains each run in one process"),
-])
-def test_multiprocess_flags_in_one_process_are_refused(argv: list[str], message: str, capsys,
-                                                       tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
-    assert message in one_error_line(capsys)
-    assert not any(tmp_path.iterdir())  # refused before anything was written
-
-
-@pytest.mark.parametrize(("argv", "message"), [
     (["train", "--data-dir", "DATA"], "--data-dir does not apply to digits, which is embedded"),
     (["train", "--dataset", "wine", "--data-dir", "DATA"], "wine, which is embedded"),
     (["train", "--dataset", "mine.npz", "--data-dir", "DATA"], "mine.npz, which is read from its path"),
     (["bench", "--methods", "dt", "--epochs", "1", "--out", "b", "--data-dir", "DATA"], "apply to digits"),
 ])
-def test_a_data_dir_for_a_dataset_that_needs_none_is_refused(argv: list[str], message: str, capsys,
-                                                             tmp_path: Path, monkeypatch) -> None:
+def test_a_flag_that_would_do_nothing_here_is_refused(argv: list[str], message: str, capsys,
+                                                     tmp_path: Path, monkeypatch) -> None:
+    """--parallel where one process runs; --data-dir for a dataset not looked for under one."""
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in one_error_line(capsys)
-    assert not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_evaluate_refuses_a_data_dir_for_an_embedded_dataset(tiny_run: Path, capsys) -> None:
