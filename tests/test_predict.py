@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from helpers import write_damaged_npz
+from noprop import Classifier
 from noprop.cli import main
 from noprop.run import load_run
+from noprop.training.device import autocast_for
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +48,27 @@ def test_predict_npz_matches_the_model_on_identically_prepared_inputs(trained, t
     mean, std = run.checkpoint["data_info"]["normalization"]
     prepared = (torch.from_numpy(x[:20]).float().unsqueeze(1) / 255 - mean[0]) / std[0]
     generator = torch.Generator().manual_seed(run.config.eval_seed)
-    expected = run.method.predict_logits(prepared, deterministic=True, generator=generator).argmax(-1)
+    with autocast_for(run.precision(), torch.device("cpu")):  # `auto`: bf16 on a CPU with native bf16
+        expected = run.method.predict_logits(prepared, deterministic=True, generator=generator).argmax(-1)
     assert [int(r["class_index"]) for r in rows] == expected.tolist()
     assert {r["class_name"] for r in rows} <= {"ant", "bee", "cat"}
+
+
+def test_predict_and_the_api_infer_at_the_runs_precision(trained, tmp_path, capsys) -> None:
+    _, x, _ = trained
+    np.savez(tmp_path / "mine.npz", x=x, y=trained[2])
+    run_dir = tmp_path / "bf16"  # bf16 autocast, as `auto` gives on a CPU with native bf16
+    assert main(["train", "--dataset", str(tmp_path / "mine.npz"), "-T", "2", "--epochs", "1", "--quiet",
+                 "--precision", "bf16", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    outs = {}
+    for precision in (None, "bf16", "fp32"):
+        flags = ["--precision", precision] if precision else []
+        assert main(["predict", str(run_dir), str(tmp_path / "mine.npz"), *flags]) == 0
+        outs[precision] = [r["probability"] for r in _rows(capsys.readouterr().out)]
+    assert outs[None] == outs["bf16"] != outs["fp32"]
+    proba = Classifier.load(run_dir).predict_proba(x, deterministic=True)
+    assert [f"{p:.4f}" for p in proba.max(-1)] == outs[None]
 
 
 def test_predict_reads_image_files_and_folders(trained, tmp_path, capsys) -> None:

@@ -37,6 +37,7 @@ from noprop.methods import Method
 from noprop.run import clear_run_files, load_run, prepare_run_dir, run_dir_lock, train_run
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from noprop.training.device import autocast_for, flushed_denormals, resolve_precision
 from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 ArrayLike = Tensor | np.ndarray
@@ -152,9 +153,12 @@ class Classifier:
         device = next(model.parameters()).device
         images = self._prepare(x)
         generator = torch.Generator(device=device).manual_seed(self.config.eval_seed)
-        out = [model.predict_logits(images[i : i + batch_size].to(device), generator=generator, **sampler)
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out).cpu()
+        # at the run's precision, so that score() gives back the trainer's evaluation
+        precision = resolve_precision(self.config.precision, device)
+        with flushed_denormals(self.config.flush_denormal), autocast_for(precision, device):
+            out = [model.predict_logits(images[i : i + batch_size].to(device), generator=generator, **sampler)
+                   for i in range(0, len(images), batch_size)]
+        return torch.cat(out).float().cpu()
 
     def predict_logits(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
         """Class scores ``(N, C)``; ``sampler`` passes ``steps``/``deterministic`` to the method.

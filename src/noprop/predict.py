@@ -34,6 +34,7 @@ from noprop.data.tabular import check_columns, features_from_array, read_csv
 from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
+from noprop.training.device import autocast_for, flushed_denormals
 
 
 @dataclass
@@ -165,9 +166,10 @@ def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | No
 
 @torch.inference_mode()
 def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stochastic: int = 0,
-            batch_size: int = 500) -> tuple[list[Prediction], list[str]]:
+            batch_size: int = 500, precision: str | None = None) -> tuple[list[Prediction], list[str]]:
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
-    the class probabilities of that many passes of the stochastic sampler (seeded)."""
+    the class probabilities of that many passes of the stochastic sampler (seeded). Inference runs
+    at ``precision`` (default: the run's), so a test image gets the class the trainer scored."""
     info = run.checkpoint.get("data_info") or {}
     spec = DataSpec.from_dict(run.checkpoint["spec"])
     if spec.is_image:
@@ -183,16 +185,18 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     device = next(method.parameters()).device
     generator = torch.Generator(device=device).manual_seed(run.config.eval_seed)
 
-    def probabilities(xb: Tensor) -> Tensor:
+    def probabilities(xb: Tensor) -> Tensor:  # softmax in fp32 also under bf16 autocast
         if not stochastic:
             # the chain still starts from z_0 ~ N(0, I): seeded, so an answer never changes
-            return method.predict_logits(xb, steps=steps, deterministic=True, generator=generator).softmax(-1)
-        passes = [method.predict_logits(xb, steps=steps, generator=generator).softmax(-1)
+            logits = method.predict_logits(xb, steps=steps, deterministic=True, generator=generator)
+            return logits.float().softmax(-1)
+        passes = [method.predict_logits(xb, steps=steps, generator=generator).float().softmax(-1)
                   for _ in range(stochastic)]
         return torch.stack(passes).mean(0)
 
-    probs = torch.cat([probabilities(x[i : i + batch_size].to(device)).cpu()
-                       for i in range(0, len(x), batch_size)])
+    with flushed_denormals(run.config.flush_denormal), autocast_for(run.precision(precision), device):
+        probs = torch.cat([probabilities(x[i : i + batch_size].to(device)).cpu()
+                           for i in range(0, len(x), batch_size)])
     names = info.get("class_names")
     best, labels = probs.max(-1)
     rows = [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))

@@ -12,6 +12,7 @@ from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import DataError
 from noprop.predict import predict
 from noprop.run import load_run
+from noprop.training.device import PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stochastic", type=int, default=0, metavar="PASSES",
                    help="average this many passes of the paper's stochastic sampler (seeded) instead "
                         "of one noise-free pass (default 0: noise-free, the same answer every time)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32, bf16 (autocast) or auto (bf16 on a CPU with native bf16); default: "
+                        "the run's, the precision its test accuracy was measured at")
     p.set_defaults(handler=run)
 
 
@@ -35,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--stochastic must be >= 0 passes, got {args.stochastic}")
     loaded = load_run(args.run)
     check_steps(args.steps, loaded.config, args.run)
-    rows, notes = predict(loaded, args.inputs, steps=args.steps, stochastic=args.stochastic)
+    rows, notes = predict(loaded, args.inputs, steps=args.steps, stochastic=args.stochastic,
+                          precision=args.precision)
     for note in notes:
         print(f"noprop predict: note: {note} to match the model", file=sys.stderr)
     try:
