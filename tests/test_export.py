@@ -41,6 +41,17 @@ def test_exported_model_predicts_as_the_checkpoint(run, tmp_path, capsys) -> Non
     assert capsys.readouterr().out == from_export
 
 
+def test_an_existing_export_is_kept_unless_overwrite_is_passed(run, tmp_path, capsys) -> None:
+    run_dir, _ = run
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"someone's file")
+    assert main(["export", str(run_dir), str(out)]) == 2
+    assert f"{out} exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"someone's file"
+    assert main(["export", str(run_dir), str(out), "--overwrite"]) == 0
+    assert Classifier.load(out).spec is not None
+
+
 def test_a_safetensors_file_that_is_not_a_noprop_model_is_one_line(tmp_path, capsys) -> None:
     from safetensors.torch import save_file
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from noprop.commands.args import UsageError
 from noprop.export import SUFFIX, export_model
 from noprop.run import checkpoint_path
 from noprop.training.checkpoint import CheckpointError
@@ -17,12 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "noprop predict, noprop evaluate and Classifier.load read it.")
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("out", type=Path, help=f"the file to write (ends in {SUFFIX})")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != SUFFIX:
         raise CheckpointError(f"the exported model's name must end in {SUFFIX}, got {args.out.name}")
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} exists; pass --overwrite to replace it")
     out = export_model(checkpoint_path(args.run), args.out)
     print(f"exported {args.run} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
