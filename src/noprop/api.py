@@ -37,7 +37,7 @@ from noprop.methods import Method
 from noprop.run import clear_run_files, load_run, prepare_run_dir, run_dir_lock, train_run
 from noprop.spec import DataSpec
 from noprop.training.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
-from noprop.training.device import autocast_for, flushed_denormals, resolve_precision
+from noprop.training.device import inference_numerics, resolve_precision
 from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 ArrayLike = Tensor | np.ndarray
@@ -155,7 +155,7 @@ class Classifier:
         generator = torch.Generator(device=device).manual_seed(self.config.eval_seed)
         # at the run's precision, so that score() gives back the trainer's evaluation
         precision = resolve_precision(self.config.precision, device)
-        with flushed_denormals(self.config.flush_denormal), autocast_for(precision, device):
+        with inference_numerics(precision, device, self.config.flush_denormal):
             out = [model.predict_logits(images[i : i + batch_size].to(device), generator=generator, **sampler)
                    for i in range(0, len(images), batch_size)]
         return torch.cat(out).float().cpu()

@@ -34,7 +34,7 @@ from noprop.data.tabular import check_columns, features_from_array, read_csv
 from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
-from noprop.training.device import autocast_for, flushed_denormals
+from noprop.training.device import inference_numerics
 
 
 @dataclass
@@ -194,7 +194,7 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
                   for _ in range(stochastic)]
         return torch.stack(passes).mean(0)
 
-    with flushed_denormals(run.config.flush_denormal), autocast_for(run.precision(precision), device):
+    with inference_numerics(run.precision(precision), device, run.config.flush_denormal):
         probs = torch.cat([probabilities(x[i : i + batch_size].to(device)).cpu()
                            for i in range(0, len(x), batch_size)])
     names = info.get("class_names")

@@ -127,3 +127,12 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if precision == "bf16":
         return bf16_autocast(device)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def inference_numerics(precision: str, device: torch.device, flush_denormal: bool) -> Iterator[None]:
+    """The arithmetic a run's evaluation ran with: autocast of its resolved ``precision`` and its
+    denormal flushing. Every inference outside the trainer (evaluate, predict, the Python API)
+    enters this, so that it scores what the trainer scored."""
+    with flushed_denormals(flush_denormal), autocast_for(precision, device):
+        yield

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from noprop.data.base import batch_bounds
 from noprop.methods.base import Method
-from noprop.training.device import autocast_for, flushed_denormals
+from noprop.training.device import inference_numerics
 
 
 def standard_error(values: Sequence[float]) -> float | None:
@@ -99,7 +99,7 @@ def inference_runs(method: Method, x: Tensor, y: Tensor, *, runs: int, steps: in
     votes = torch.zeros(len(x), num_classes, dtype=torch.long)
     accuracies = []
     device = next(method.parameters()).device
-    with flushed_denormals(flush_denormal), autocast_for(precision, device):
+    with inference_numerics(precision, device, flush_denormal):
         for k in range(runs):
             pred = predictions(method, x, steps=steps, seed=seed + k, batch_size=batch_size)
             votes[torch.arange(len(x)), pred] += 1

@@ -51,6 +51,7 @@ from noprop.training.device import (
     autocast_for,
     cpu_has_native_bf16,
     flushed_denormals,
+    inference_numerics,
     peak_memory_mb,
     reset_peak_memory,
     resolve_device,
@@ -141,7 +142,7 @@ def readout_accuracies(
 ) -> list[float]:
     """Accuracy of the prediction read out after each inference step (the last is the final one)."""
     device = next(method.parameters()).device
-    with flushed_denormals(flush_denormal), autocast_for(precision, device):
+    with inference_numerics(precision, device, flush_denormal):
         return _readout_accuracies(method, x, y, batch_size, steps, deterministic, seed)
 
 
