@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from noprop.data import load_dataset
 from noprop.methods import BackpropChain
-from noprop.run import seed_everything
+from noprop.random_state import seed_everything
 from noprop.training.trainer import evaluate_accuracy
 
 

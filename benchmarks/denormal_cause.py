@@ -35,8 +35,8 @@ from torch import nn
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, load_dataset
+from noprop.device import flushed_denormals
 from noprop.run import build_for
-from noprop.training.device import flushed_denormals
 from noprop.training.trainer import Trainer, make_optimizers
 
 TINY = torch.finfo(torch.float32).tiny

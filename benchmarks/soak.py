@@ -33,9 +33,9 @@ import torch
 
 from noprop.bench import cpu_model
 from noprop.data import ClassificationData, load_dataset
+from noprop.device import flushed_denormals
 from noprop.presets import load_preset
 from noprop.run import build_for
-from noprop.training.device import flushed_denormals
 from noprop.training.trainer import Trainer
 
 TINY = torch.finfo(torch.float32).tiny

@@ -52,10 +52,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from noprop.bench import cpu_model
 from noprop.config import RunConfig
+from noprop.device import bf16_autocast, cpu_has_native_bf16
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
-from noprop.training.device import bf16_autocast, cpu_has_native_bf16
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.trainer import make_optimizers, optimizer_state
 

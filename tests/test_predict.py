@@ -14,8 +14,8 @@ from PIL import Image
 from helpers import write_damaged_npz
 from noprop import Classifier
 from noprop.cli import main
+from noprop.device import autocast_for
 from noprop.run import load_run
-from noprop.training.device import autocast_for
 
 
 @pytest.fixture(scope="module")

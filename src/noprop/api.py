@@ -28,16 +28,17 @@ import torch
 import yaml
 from torch import Tensor
 
+from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import images_from_array
+from noprop.device import inference_numerics, resolve_precision
 from noprop.methods import Method
 from noprop.run import clear_run_files, load_run, prepare_run_dir, run_dir_lock, train_run
 from noprop.spec import DataSpec
-from noprop.training.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
-from noprop.training.device import inference_numerics, resolve_precision
+from noprop.training.checkpoint import save_checkpoint
 from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
 
 ArrayLike = Tensor | np.ndarray

@@ -38,11 +38,11 @@ from typing import Any
 
 import torch
 
+from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import RunConfig, split_settings
 from noprop.data import ClassificationData, load_dataset
+from noprop.device import peak_memory_mb, resolve_device
 from noprop.run import build_for
-from noprop.training.checkpoint import atomic_write_json, atomic_write_text
-from noprop.training.device import peak_memory_mb, resolve_device
 from noprop.training.trainer import Trainer
 
 BENCH_JSON = "bench.json"

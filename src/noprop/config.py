@@ -25,13 +25,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from noprop.device import PRECISIONS, check_device
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
-from noprop.training.device import PRECISIONS, check_device
 from noprop.training.lr_schedule import LR_SCHEDULES
 
 BLOCK_ORDERS = ("sequential", "interleaved")
-DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "adam")
 PARALLEL_MODES = ("data", "blocks")
 

@@ -1,6 +1,6 @@
 """Encoders: the part of a block that reads the input ``x`` and returns features ``(batch, F)``.
 
-The paper's block is one encoder (its conv stack, :class:`~noprop.blocks.ImageBranch`) joined
+The paper's block is one encoder (its conv stack, :class:`ImageBranch`) joined
 to a label path, a time path (CT/FM) and a head; only the encoder changes with the data. Every
 method's config names its encoder (``encoder`` setting):
 
@@ -16,6 +16,17 @@ A method calls :meth:`EncoderFactory.build` once per block, so NoProp-DT's block
 an encoder; :func:`check_unshared` refuses a factory that hands out one module twice (a gradient
 would cross blocks through it), unless every shared parameter is frozen (``requires_grad=False``):
 a frozen feature extractor in front of the blocks is allowed.
+
+The paper's image path (v1 Fig. 6 / v2 Fig. 5, both kinds of block)::
+
+    conv3x3(32)-ReLU-maxpool2-dropout(0.2)
+    conv3x3(64)-ReLU-dropout(0.2)
+    conv3x3(128)-ReLU-maxpool2-dropout(0.2)
+    flatten-FC(256)-[BN for DT | ReLU for CT/FM]
+
+Its convolutions are unpadded ("valid"): only that reproduces the paper's parameter counts (v2
+Table 5, 0.92 M per MNIST one-hot DT block). Images too small for three valid convolutions (e.g.
+the 8x8 digits) use padding 1 instead; ``conv_padding="auto"`` picks.
 """
 
 from __future__ import annotations
@@ -26,13 +37,93 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from noprop.blocks import HIDDEN, ImageBranch, resolve_padding
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
+
+Padding = Literal["auto", "valid", "same"]
+HIDDEN = 256
+DROPOUT = 0.2
+
+
+def resolve_padding(padding: Padding, spec: DataSpec) -> int:
+    """Conv padding in pixels: 0 ("valid", the paper's) unless the image is too small for it."""
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        return 1
+    if padding != "auto":
+        raise ValueError(f"conv padding must be auto, valid or same, got {padding!r}")
+    return 0 if min(spec.height, spec.width) >= 16 else 1
+
+
+def conv_stack_output(size: int, padding: int) -> int:
+    """Side length after the image branch's conv-pool-conv-conv-pool (0: the image does not fit)."""
+    for op in ("conv", "pool", "conv", "conv", "pool"):
+        if op == "conv":
+            if size + 2 * padding < 3:
+                return 0
+            size = size + 2 * padding - 2
+        else:
+            if size < 2:
+                return 0
+            size //= 2
+    return size
+
+
+def smallest_image(padding: int) -> int:
+    """The smallest side length the image branch accepts at ``padding``."""
+    return next(s for s in range(1, 64) if conv_stack_output(s, padding) > 0)
+
+
+def check_image_fits(spec: DataSpec, padding: int) -> None:
+    """A one-line error, instead of a convolution's traceback, for images too small for the block."""
+    if min(conv_stack_output(spec.height, padding), conv_stack_output(spec.width, padding)) > 0:
+        return
+    kind = "valid (unpadded)" if padding == 0 else "padded"
+    hint = (f"use --conv-padding same (needs {smallest_image(1)}x{smallest_image(1)}) or larger images"
+            if padding == 0 else "use larger images")
+    side = smallest_image(padding)
+    raise ConfigError(f"{spec.height}x{spec.width} images are too small for the paper's block with {kind} "
+                      f"convolutions, which needs at least {side}x{side}; {hint}")
+
+
+class ImageBranch(nn.Module):
+    """Conv stack of the paper's block ending in FC(256) and either BatchNorm (DT) or ReLU (CT/FM)."""
+
+    def __init__(self, spec: DataSpec, *, padding: int, batch_norm: bool) -> None:
+        super().__init__()
+        check_image_fits(spec, padding)
+        self.spec = spec
+        self.features = nn.Sequential(
+            nn.Conv2d(spec.channels, 32, 3, padding=padding),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(DROPOUT),
+            nn.Conv2d(32, 64, 3, padding=padding),
+            nn.ReLU(),
+            nn.Dropout(DROPOUT),
+            nn.Conv2d(64, 128, 3, padding=padding),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(DROPOUT),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *spec.input_shape)).shape[1]
+        self.project = nn.Linear(flat, HIDDEN)
+        self.out = nn.BatchNorm1d(HIDDEN) if batch_norm else nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(batch, C, H, W)``, or flat ``(batch, C*H*W)`` for a prototype-shaped label."""
+        if x.dim() == 2:
+            x = x.reshape(x.shape[0], *self.spec.input_shape)
+        return self.out(self.project(self.features(x)))
+
 
 BUILTIN_ENCODERS: tuple[str, ...] = ("paper", "mlp", "resnet")
 #: The sizing arguments of the built-ins that take them: (width, depth) defaults.

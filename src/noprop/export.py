@@ -16,7 +16,8 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from noprop.training.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
+from noprop.atomic import atomic_write_bytes
+from noprop.training.checkpoint import CheckpointError, load_checkpoint
 
 SUFFIX = ".safetensors"
 FORMAT = "noprop-model/1"

@@ -32,9 +32,9 @@ from noprop.data import DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import check_columns, features_from_array, read_csv
 from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
+from noprop.device import inference_numerics
 from noprop.run import LoadedRun
 from noprop.spec import DataSpec
-from noprop.training.device import inference_numerics
 
 
 @dataclass

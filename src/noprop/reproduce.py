@@ -26,11 +26,12 @@ from typing import Any
 import torch
 
 from noprop._version import __version__
+from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.presets import PAPER_EXPERIMENTS, PaperNumber, Preset
 from noprop.run import RunDirError, train_run
-from noprop.training.checkpoint import CheckpointError, atomic_write_json, atomic_write_text
+from noprop.training.checkpoint import CheckpointError
 from noprop.training.inference_runs import standard_error
 from noprop.training.trainer import CHECKPOINT, Trainer, evaluate_accuracy
 

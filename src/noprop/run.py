@@ -22,10 +22,11 @@ import yaml
 
 from noprop.config import ConfigError, RunConfig
 from noprop.data import DATASETS, ClassificationData, load_dataset
+from noprop.device import resolve_precision
 from noprop.methods import Method, build_method
+from noprop.random_state import seed_everything
 from noprop.spec import DataSpec
-from noprop.training.checkpoint import CheckpointError, load_checkpoint, seed_everything
-from noprop.training.device import resolve_precision
+from noprop.training.checkpoint import CheckpointError, load_checkpoint
 from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS, Trainer
 
 RUN_FILES = (CHECKPOINT, RESULTS, METRICS, CONFIG)

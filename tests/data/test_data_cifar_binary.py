@@ -9,7 +9,7 @@ import pytest
 from test_data_helpers import SHARED_DATA, cifar_binary_members, write_cifar_binary
 
 from noprop.data import CATALOG, DataError, load_dataset
-from noprop.data.catalog import DataFile, Layout
+from noprop.data.catalog import DataFile, FileLayout
 from noprop.data.cifar import read_cifar
 from noprop.data.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE_CLASSES
 
@@ -51,11 +51,11 @@ def test_a_label_outside_the_classes_is_an_error(tmp_path: Path) -> None:
         read_cifar(tmp_path, "cifar-10", version="binary")
 
 
-def _binary_layout(variant: str, n: int) -> Layout:
+def _binary_layout(variant: str, n: int) -> FileLayout:
     import hashlib
 
     folder = "cifar-10-batches-bin" if variant == "cifar-10" else "cifar-100-binary"
-    return Layout("cifar-binary-folder", tuple(
+    return FileLayout("cifar-binary-folder", tuple(
         DataFile(f"{folder}/{name}", hashlib.md5(data).hexdigest(), len(data))
         for name, data in cifar_binary_members(variant, n).items()))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noprop.data.catalog import DataFile, Layout
+from noprop.data.catalog import DataFile, FileLayout
 
 #: ../shared/data relative to the project root: the real MNIST and Fashion-MNIST files.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -34,9 +34,9 @@ def tiny_idx_files(n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict[s
     }
 
 
-def layout_for(files: dict[str, bytes], mirrors: tuple[str, ...] = (), kind: str = "idx") -> Layout:
+def layout_for(files: dict[str, bytes], mirrors: tuple[str, ...] = (), kind: str = "idx") -> FileLayout:
     """A catalog layout whose md5s and sizes are those of ``files`` (to stand in for the official)."""
-    return Layout(kind, tuple(DataFile(name, hashlib.md5(data).hexdigest(), len(data), mirrors)
+    return FileLayout(kind, tuple(DataFile(name, hashlib.md5(data).hexdigest(), len(data), mirrors)
                               for name, data in files.items()))
 
 

@@ -12,8 +12,8 @@ import torch
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData
+from noprop.device import flushed_denormals
 from noprop.run import build_for
-from noprop.training.device import flushed_denormals
 from noprop.training.trainer import Trainer, optimizer_state
 
 TINY = torch.finfo(torch.float32).tiny

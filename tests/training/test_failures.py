@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from helpers import make_blobs, one_error_line, tiny_config, write_npz
+from noprop import atomic as atomic_module
+from noprop.atomic import atomic_write_text
 from noprop.cli import main
 from noprop.run import build_for, train_run
-from noprop.training import checkpoint as checkpoint_module
-from noprop.training.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+from noprop.training.checkpoint import CheckpointError, load_checkpoint
 from noprop.training.nonfinite import NonFiniteError
 from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 
@@ -98,7 +99,7 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, monke
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"

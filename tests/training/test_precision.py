@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from noprop import device as device_module
 from noprop.config import ConfigError, RunConfig
+from noprop.device import autocast_for, resolve_precision
 from noprop.run import build_for
-from noprop.training import device as device_module
-from noprop.training.device import autocast_for, resolve_precision
 from noprop.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,9 +9,9 @@ from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import ClassificationData, DataError, check_data_dir, check_dataset, load_dataset
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
+from noprop.device import PRECISIONS, check_device, resolve_device
 from noprop.run import load_run
 from noprop.spec import DataSpec
-from noprop.training.device import PRECISIONS, check_device, resolve_device
 from noprop.training.inference_runs import inference_runs
 from noprop.training.trainer import evaluate_accuracy
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import DataError
+from noprop.device import PRECISIONS
 from noprop.predict import predict
 from noprop.run import load_run
-from noprop.training.device import PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

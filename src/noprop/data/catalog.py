@@ -44,7 +44,7 @@ class DataFile:
 
 
 @dataclass(frozen=True)
-class Layout:
+class FileLayout:
     """A complete set of files from which the dataset can be read."""
 
     kind: str  # "idx", "cifar-archive", "cifar-folder", "cifar-binary-archive", "cifar-binary-folder"
@@ -70,13 +70,13 @@ class DatasetInfo:
     #: Per-channel mean and standard deviation of the training pixels scaled to [0, 1].
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    layouts: tuple[Layout, ...]  # in order of preference; downloads take the first downloadable
+    layouts: tuple[FileLayout, ...]  # in order of preference; downloads take the first downloadable
     #: CIFAR-100 only: which labels to use, ``fine`` (100 classes) or ``coarse`` (20 superclasses).
     label_kind: str = "fine"
 
 
-def _idx_layout(md5s: dict[str, tuple[str, int]], mirrors: tuple[str, ...]) -> Layout:
-    return Layout("idx", tuple(DataFile(name, md5, size, mirrors) for name, (md5, size) in md5s.items()))
+def _idx_layout(md5s: dict[str, tuple[str, int]], mirrors: tuple[str, ...]) -> FileLayout:
+    return FileLayout("idx", tuple(DataFile(name, md5, size, mirrors) for name, (md5, size) in md5s.items()))
 
 
 _MNIST = _idx_layout(
@@ -136,15 +136,15 @@ _CIFAR100_BINARY_MEMBERS = {
 
 
 def _cifar_layouts(archive: DataFile, folder: str, members: dict[str, str], *, kind: str = "cifar"
-                   ) -> tuple[Layout, ...]:
+                   ) -> tuple[FileLayout, ...]:
     """The archive; the folder it extracts to (inside the dataset folder, or the folder itself)."""
     def file(path: str, md5: str | tuple[str, int]) -> DataFile:
         return DataFile(path, md5) if isinstance(md5, str) else DataFile(path, *md5)
 
     return (
-        Layout(f"{kind}-archive", (archive,)),
-        Layout(f"{kind}-folder", tuple(file(f"{folder}/{m}", md5) for m, md5 in members.items())),
-        Layout(f"{kind}-folder", tuple(file(m, md5) for m, md5 in members.items())),
+        FileLayout(f"{kind}-archive", (archive,)),
+        FileLayout(f"{kind}-folder", tuple(file(f"{folder}/{m}", md5) for m, md5 in members.items())),
+        FileLayout(f"{kind}-folder", tuple(file(m, md5) for m, md5 in members.items())),
     )
 
 

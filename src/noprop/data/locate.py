@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from noprop.data.catalog import DatasetInfo, Layout
+from noprop.data.catalog import DatasetInfo, FileLayout
 
 ENV_VAR = "NOPROP_DATA"
 
@@ -65,7 +65,7 @@ class Found:
     """A complete layout of the dataset's files in ``directory``."""
 
     directory: Path
-    layout: Layout
+    layout: FileLayout
 
     def paths(self) -> list[Path]:
         return [self.directory / f.path for f in self.layout.files]
@@ -87,7 +87,7 @@ def find(info: DatasetInfo, root: Path) -> Found | None:
 def missing_message(info: DatasetInfo, root: DataRoot) -> str:
     """One line: which files are missing, where we looked, and how to get them there."""
     dirs = candidate_dirs(info, root.path)
-    best: tuple[int, Path, Layout] | None = None
+    best: tuple[int, Path, FileLayout] | None = None
     for directory in dirs:
         for layout in info.layouts:
             present = sum((directory / f.path).is_file() for f in layout.files)
@@ -105,7 +105,7 @@ def missing_message(info: DatasetInfo, root: DataRoot) -> str:
     return f"{info.name}: no data found (looked in {looked} for {wanted}); {fix}"
 
 
-def _describe(layout: Layout) -> str:
+def _describe(layout: FileLayout) -> str:
     if len(layout.files) == 1:
         return layout.files[0].path
     folder = layout.files[0].path.rsplit("/", 1)[0] if "/" in layout.files[0].path else None

@@ -21,12 +21,27 @@ from noprop.distributed.launch import (
     train_process,
     train_rank,
 )
-from noprop.distributed.layout import Layout, make_layout
+from noprop.distributed.layout import ProcessLayout, make_layout
 from noprop.distributed.parallelism import DistributedParallelism, group_buffers
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "CommStats", "Communicator", "DistributedError", "DistributedParallelism",
-    "Layout", "ProcessInfo", "ProcessOutcome", "group_buffers", "launch", "launched_by_torchrun",
-    "make_layout", "process_group", "rank_seed", "rank_trainer", "spawn", "train_distributed",
-    "train_process", "train_rank",
+    "DEFAULT_TIMEOUT_S",
+    "CommStats",
+    "Communicator",
+    "DistributedError",
+    "DistributedParallelism",
+    "ProcessInfo",
+    "ProcessLayout",
+    "ProcessOutcome",
+    "group_buffers",
+    "launch",
+    "launched_by_torchrun",
+    "make_layout",
+    "process_group",
+    "rank_seed",
+    "rank_trainer",
+    "spawn",
+    "train_distributed",
+    "train_process",
+    "train_rank",
 ]

@@ -34,12 +34,12 @@ import torch.multiprocessing as mp
 
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError
+from noprop.device import resolve_device
 from noprop.distributed.comm import CommStats, Communicator, DistributedError
 from noprop.distributed.layout import make_layout
 from noprop.distributed.parallelism import DistributedParallelism
 from noprop.run import RunDirError, build_for, clear_run_files, opened_run, prepare_run_dir, refuse_finished
 from noprop.training.checkpoint import CheckpointError, load_checkpoint
-from noprop.training.device import resolve_device
 from noprop.training.trainer import CHECKPOINT, Trainer
 
 #: Seconds a collective may wait for its peers. Rank 0 evaluates alone after every epoch while the

@@ -23,7 +23,7 @@ from noprop.methods.base import TrainingUnit
 
 
 @dataclass(frozen=True)
-class Layout:
+class ProcessLayout:
     """The place of one rank in the slot x replica grid, and the units and groups it trains."""
 
     rank: int
@@ -83,11 +83,11 @@ class Layout:
         return out
 
 
-def make_layout(parallel: str, rank: int, world_size: int, units: list[TrainingUnit]) -> Layout:
+def make_layout(parallel: str, rank: int, world_size: int, units: list[TrainingUnit]) -> ProcessLayout:
     """The layout for ``parallel`` (``data`` or ``blocks``); blocks falls back to data when U = 1."""
     if parallel not in PARALLEL_MODES:
         raise ValueError(f"parallel must be one of {', '.join(PARALLEL_MODES)}; got {parallel!r}")
     slots = 1
     if parallel == "blocks":
         slots = max(g for g in range(1, min(world_size, max(1, len(units))) + 1) if world_size % g == 0)
-    return Layout(rank=rank, world_size=world_size, slots=slots, units=tuple(units))
+    return ProcessLayout(rank=rank, world_size=world_size, slots=slots, units=tuple(units))

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from noprop.distributed.comm import Communicator
-from noprop.distributed.layout import Layout
+from noprop.distributed.layout import ProcessLayout
 from noprop.methods.base import Method
 from noprop.training.trainer import Parallelism
 
@@ -84,7 +84,7 @@ class DistributedParallelism(Parallelism):
 
     def __init__(
         self,
-        layout: Layout,
+        layout: ProcessLayout,
         comm: Communicator,
         *,
         parallel: str,

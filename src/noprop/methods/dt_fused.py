@@ -45,10 +45,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from noprop.device import bf16_autocast
 from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.sampler import posterior_chain
 from noprop.schedules import gaussian_prior_kl
-from noprop.training.device import bf16_autocast
 
 if TYPE_CHECKING:
     from noprop.methods.dt import NoPropDT

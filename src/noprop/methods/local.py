@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.blocks import HIDDEN, ImageBranch, resolve_padding
+from noprop.encoders import HIDDEN, ImageBranch, resolve_padding
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import ConvPaddingConfig
 from noprop.spec import DataSpec

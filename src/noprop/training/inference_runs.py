@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from noprop.data.base import batch_bounds
+from noprop.device import inference_numerics
 from noprop.methods.base import Method
-from noprop.training.device import inference_numerics
 
 
 def standard_error(values: Sequence[float]) -> float | None:

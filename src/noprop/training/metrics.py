@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from noprop.atomic import atomic_write_text
 from noprop.settings import ConfigError
-from noprop.training.checkpoint import atomic_write_text
 
 
 class MetricsLog:

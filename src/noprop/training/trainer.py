@@ -33,21 +33,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from noprop._version import __version__
+from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import RunConfig, model_differences
 from noprop.data.base import ClassificationData, DataError, batches, num_batches
-from noprop.methods.base import Method
-from noprop.settings import ConfigError
-from noprop.spec import DataSpec
-from noprop.training.checkpoint import (
-    CheckpointError,
-    atomic_write_json,
-    atomic_write_text,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from noprop.training.device import (
+from noprop.device import (
     autocast_for,
     cpu_has_native_bf16,
     flushed_denormals,
@@ -57,6 +46,11 @@ from noprop.training.device import (
     resolve_device,
     resolve_precision,
 )
+from noprop.methods.base import Method
+from noprop.random_state import capture_rng_state, restore_rng_state
+from noprop.settings import ConfigError
+from noprop.spec import DataSpec
+from noprop.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.inference_runs import seeded_pass
 from noprop.training.interrupt import StopRequest, TrainingInterrupted
