@@ -273,7 +273,7 @@ def check_groups(roles: _Roles) -> list[Check]:
         checks.append(Check("groups", "all", False, f"units name unknown groups: {', '.join(unknown)}",
                             "unknown group"))
     if not checks:
-        checks.append(Check("groups", "all", True, f"{len(roles.groups)} disjoint groups cover every "
+        checks.append(Check("groups", "all", True, f"{len(roles.groups)} disjoint group(s) cover every "
                             "trainable parameter"))
     return checks
 
@@ -380,6 +380,8 @@ def check_optimizer(roles: _Roles, trainer: Trainer, x: Tensor, y: Tensor, seed:
                                 f"the optimizer of {name} holds parameters of {_span(spans)}: one optimizer "
                                 "across blocks (momentum and weight decay cross)", "global optimizer",
                                 tuple(g for g in spans if g in roles.blocks)))
+    if not checks:
+        checks.append(Check("optimizer", "all", True, f"one optimizer per group ({len(trainer.optimizers)})"))
     grouped = {id(t) for ts in roles.buffers.values() for t in ts}
     loose = [b for b in roles.method.buffers() if id(b) not in grouped]
     with _restored(roles.method):
@@ -410,6 +412,17 @@ def check_optimizer(roles: _Roles, trainer: Trainer, x: Tensor, y: Tensor, seed:
     return checks
 
 
+def check_trainer(trainer: Trainer, x: Tensor, y: Tensor, *, seed: int = 0,
+                  shared_groups: Sequence[str] | None = None, forward: str | None = None) -> list[Check]:
+    """The optimizer check on a trainer built elsewhere (e.g. with CUDA graphs): its optimizers and
+    its own ``train_step``. The model, its buffers and gradients are put back afterwards."""
+    method = trainer.method
+    shared = shared_groups_of(method, shared_groups)
+    roles = _Roles(method, [g for g in method.parameter_groups() if g not in shared], shared,
+                   forward_mode_of(method, forward))
+    return check_optimizer(roles, trainer, x, y, seed)
+
+
 # -- entry points -------------------------------------------------------------------------------
 def _as_data(data: ClassificationData | tuple[Tensor, Tensor] | None, config: RunConfig | None,
              spec_classes: int | None = None) -> ClassificationData:
@@ -423,10 +436,11 @@ def _as_data(data: ClassificationData | tuple[Tensor, Tensor] | None, config: Ru
     return ClassificationData("batch", x, y, x, y, num_classes=classes)
 
 
-def _run_config(method: Method, config: RunConfig | None, rows: int, device: str) -> RunConfig:
+def _run_config(method: Method, config: RunConfig | None, rows: int, device: str, cuda_graphs: bool
+                ) -> RunConfig:
     """The run settings of the trainer the optimizer check steps (its own optimizers)."""
     fixed = {"device": device, "precision": "fp32", "epochs": 1, "batch_size": rows, "progress": False,
-             "log_epochs": False, "cuda_graphs": False, "skip_nonfinite": False, "num_threads": None,
+             "log_epochs": False, "cuda_graphs": cuda_graphs, "skip_nonfinite": False, "num_threads": None,
              "max_train_seconds": None, "parallel": "data"}
     if config is not None:
         return config.replace(**fixed)
@@ -446,6 +460,7 @@ def check_locality(
     device: str = "cpu",
     nproc: int = 0,
     setup: str | None = None,
+    cuda_graphs: bool = False,
 ) -> LocalityReport:
     """Check that ``method_or_config`` trains each block locally, on a real batch of ``data``.
 
@@ -455,7 +470,8 @@ def check_locality(
     ``rows`` training rows are used (default: the run's batch size, at most 64).
     ``shared_groups`` and ``forward`` override the roles (see the module docstring). ``nproc``
     above 1 adds :func:`check_distributed` on that many gloo processes (``setup``: a
-    ``module:function`` each process calls first, e.g. to register a method).
+    ``module:function`` each process calls first, e.g. to register a method). ``cuda_graphs``
+    (CUDA only): the optimizer check steps through the trainer's recorded CUDA graphs.
     """
     config: RunConfig | None = None
     if isinstance(method_or_config, str):
@@ -486,7 +502,7 @@ def check_locality(
     report.checks += check_groups(roles)
     report.checks += check_gradient(roles, x, y, seed)
     report.checks += check_forward(roles, x, y, seed)
-    trainer = Trainer(method, dataset, _run_config(method, config, rows, device))
+    trainer = Trainer(method, dataset, _run_config(method, config, rows, device, cuda_graphs))
     report.checks += check_optimizer(roles, trainer, x, y, seed)
     method.train(was_training)
     if nproc > 1:
