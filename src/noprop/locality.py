@@ -522,66 +522,92 @@ def call_setup(setup: str | None) -> None:
         getattr(importlib.import_module(module), name or "setup")()
 
 
-def _distributed_worker(config: RunConfig, data: ClassificationData, rows: int, setup: str | None,
-                        timeout_s: float) -> dict[str, Any]:
-    """One rank: the gradients of its units before and after the sync, and every collective a
-    training step makes (operation, ranks, which groups its tensors are)."""
-    from noprop.distributed.launch import process_group, rank_seed, rank_trainer
+def _distributed_worker(config: RunConfig, data: ClassificationData, rows: int, setups: Sequence[str | None],
+                        timeout_s: float) -> list[dict[str, Any]]:
+    """One rank: for each of ``setups`` in turn (called first; their effects add up), what
+    :func:`_measure_rank` sees, all in one process group."""
+    from noprop.distributed.launch import process_group
 
-    call_setup(setup)
+    out = []
     with process_group("gloo", timeout_s) as info:
-        trainer = rank_trainer(config, data, None, info, timeout_s=timeout_s)
-        hooks = trainer.parallelism
-        method = trainer.method
-        method.train()
-        layout = hooks.layout  # type: ignore[attr-defined]
-        groups = method.parameter_groups()
-        x, y = hooks.shard(data.train_x[:rows], data.train_y[:rows])
-        synced = []
-        for u in trainer.trained_units:
-            method.zero_grad(set_to_none=True)
-            torch.manual_seed(rank_seed(config.seed, info.rank, u))
-            method.unit_loss(u, x, y).loss.float().backward()
-            names = trainer.units[u].groups
-            before = {g: [p.grad.clone() for p in groups[g] if p.grad is not None] for g in names}
-            hooks.sync_gradients(method, names)
-            after = {g: [p.grad.clone() for p in groups[g] if p.grad is not None] for g in names}
-            synced.append({"unit": u, "before": before, "after": after})
+        for setup in setups:
+            call_setup(setup)
+            out.append(_measure_rank(config, data, rows, info, timeout_s))
+    return out
+
+
+def _measure_rank(config: RunConfig, data: ClassificationData, rows: int, info: Any, timeout_s: float
+                  ) -> dict[str, Any]:
+    """The gradients of this rank's units before and after the sync, and every collective a
+    training step makes (operation, ranks, which groups its tensors are)."""
+    from noprop.distributed.launch import rank_seed, rank_trainer
+
+    trainer = rank_trainer(config, data, None, info, timeout_s=timeout_s)
+    hooks = trainer.parallelism
+    method = trainer.method
+    method.train()
+    layout = hooks.layout  # type: ignore[attr-defined]
+    groups = method.parameter_groups()
+    x, y = hooks.shard(data.train_x[:rows], data.train_y[:rows])
+    synced = []
+    for u in trainer.trained_units:
         method.zero_grad(set_to_none=True)
+        torch.manual_seed(rank_seed(config.seed, info.rank, u))
+        method.unit_loss(u, x, y).loss.float().backward()
+        names = trainer.units[u].groups
+        before = {g: [p.grad.clone() for p in groups[g] if p.grad is not None] for g in names}
+        hooks.sync_gradients(method, names)
+        after = {g: [p.grad.clone() for p in groups[g] if p.grad is not None] for g in names}
+        synced.append({"unit": u, "before": before, "after": after})
+    method.zero_grad(set_to_none=True)
 
-        calls: list[dict[str, Any]] = []
-        comm = hooks.comm  # type: ignore[attr-defined]
+    calls: list[dict[str, Any]] = []
+    comm = hooks.comm  # type: ignore[attr-defined]
 
-        def grad_owner(t: Tensor) -> str:
-            for g, ps in groups.items():
-                if any(p.grad is t for p in ps):
-                    return g
-            return "?"
+    def grad_owner(t: Tensor) -> str:
+        return next((g for g, ps in groups.items() if any(p.grad is t for p in ps)), "?")
 
-        def recorded(op_name: str, fn: Callable[..., None]) -> Callable[..., None]:
-            def call(op: str, tensors: Sequence[Tensor], *args: Any, **kwargs: Any) -> None:
-                ranks = kwargs.get("ranks", args[-2] if len(args) >= 2 else None)
-                calls.append({"kind": op_name, "op": op, "ranks": list(ranks or []),
-                              "grads": [grad_owner(t) for t in tensors],
-                              "shapes": [tuple(t.shape) for t in tensors]})
-                fn(op, tensors, *args, **kwargs)
-            return call
+    def recorded(kind: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def call(op: str, tensors: Sequence[Tensor], *args: Any, **kwargs: Any) -> None:
+            ranks = kwargs["ranks"] if "ranks" in kwargs else args[-2] if len(args) >= 2 else []
+            calls.append({"kind": kind, "op": op, "ranks": list(ranks),
+                          "grads": [grad_owner(t) for t in tensors],
+                          "shapes": [tuple(t.shape) for t in tensors]})
+            fn(op, tensors, *args, **kwargs)
+        return call
 
-        comm.all_reduce_mean = recorded("all_reduce", comm.all_reduce_mean)
-        comm.broadcast = recorded("broadcast", comm.broadcast)
-        hooks.begin_epoch(method)
-        for u in trainer.trained_units:
-            torch.manual_seed(rank_seed(config.seed, info.rank, 100 + u))
-            trainer.train_step(u, x, y)
-        shared = layout.shared_groups
-        expected_shared = [tuple(p.shape) for g in shared for p in groups.get(g, [])]
-        expected_shared += [tuple(b.shape) for b in hooks._tensors(method, shared, params=False)  # type: ignore[attr-defined]
-                            if b.is_floating_point()]
-        return {"rank": info.rank, "slot": layout.slot, "slots": layout.slots, "replicas": layout.replicas,
-                "slot_ranks": layout.slot_ranks(layout.slot), "units": list(trainer.trained_units),
-                "unit_names": [u.name for u in trainer.units], "synced": synced, "calls": calls,
-                "shared": shared, "expected_shared": expected_shared,
-                "owned": layout.owned_groups(layout.slot)}
+    comm.all_reduce_mean = recorded("all_reduce", comm.all_reduce_mean)
+    comm.broadcast = recorded("broadcast", comm.broadcast)
+    hooks.begin_epoch(method)
+    for u in trainer.trained_units:
+        torch.manual_seed(rank_seed(config.seed, info.rank, 100 + u))
+        trainer.train_step(u, x, y)
+    shared = layout.shared_groups
+    shared_buffers = [b for g in shared for b in group_buffers(method).get(g, []) if b.is_floating_point()]
+    expected = [tuple(t.shape) for t in (*(p for g in shared for p in groups.get(g, [])), *shared_buffers)]
+    return {"rank": info.rank, "slot": layout.slot, "slots": layout.slots, "replicas": layout.replicas,
+            "slot_ranks": layout.slot_ranks(layout.slot), "units": list(trainer.trained_units),
+            "unit_names": [u.name for u in trainer.units], "synced": synced, "calls": calls,
+            "shared": shared, "expected_shared": expected, "owned": layout.owned_groups(layout.slot)}
+
+
+def distributed_config(config: RunConfig, rows: int) -> RunConfig:
+    """``config`` as the distributed check runs it: block parallel, interleaved, shared groups merged
+    after every batch, on the CPU."""
+    return config.replace(parallel="blocks", block_order="interleaved", device="cpu", precision="fp32",
+                          shared_sync_every=1, progress=False, log_epochs=False, epochs=1, batch_size=rows)
+
+
+def run_distributed(config: RunConfig, data: ClassificationData | None = None, *, nproc: int = 4,
+                    rows: int = 32, setups: Sequence[str | None] = (None,), timeout_s: float = 120.0
+                    ) -> list[list[dict[str, Any]]]:
+    """What every rank of ``nproc`` spawned gloo processes saw, once per setup (in one spawn)."""
+    from noprop.distributed.launch import spawn
+
+    config = distributed_config(config, rows)
+    data = data if data is not None else _as_data(None, config)
+    per_rank = spawn(_distributed_worker, nproc, (config, data, rows, list(setups), timeout_s), threads=1)
+    return [[rank[k] for rank in per_rank] for k in range(len(setups))]
 
 
 def check_distributed(
@@ -602,13 +628,7 @@ def check_distributed(
     only the unit's own groups' gradients over the block's replicas; a training step's other
     collectives carry only the shared groups (their sync points).
     """
-    from noprop.distributed.launch import spawn
-
-    config = config.replace(parallel="blocks", block_order="interleaved", device="cpu", precision="fp32",
-                            shared_sync_every=1, progress=False, log_epochs=False, epochs=1,
-                            batch_size=rows)
-    data = data if data is not None else _as_data(None, config)
-    ranks = spawn(_distributed_worker, nproc, (config, data, rows, setup, timeout_s), threads=1)
+    ranks = run_distributed(config, data, nproc=nproc, rows=rows, setups=(setup,), timeout_s=timeout_s)[0]
     return distributed_checks(ranks, shared_groups)
 
 
