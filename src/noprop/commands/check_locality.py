@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", type=positive_int, default=None,
                    help="rows of the batch the checks run on (default: the batch size, at most 64)")
     p.add_argument("--nproc", type=int, default=4, metavar="N",
-                   help="also train one step on N gloo processes in block x data layout and check what "
-                        "they exchange (default: 4; 0 skips)")
+                   help="also train one step on N gloo processes, block parallel (blocks x replicas when "
+                        "N > T, e.g. -T 2 --nproc 4), and check what they exchange (default: 4; 0 skips)")
     p.add_argument("--shared", nargs="+", default=None, metavar="GROUP",
                    help="the parameter groups every unit may train (default: 'shared' and groups several "
                         "units name)")
