@@ -20,9 +20,9 @@ import torch
 from torch.nn import functional as F
 
 from noprop.data import load_dataset
+from noprop.inference import accuracy as evaluate_accuracy
 from noprop.methods import BackpropChain
 from noprop.random_state import seed_everything
-from noprop.training.trainer import evaluate_accuracy
 
 
 def grad_norm(module: torch.nn.Module) -> float:

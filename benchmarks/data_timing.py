@@ -43,13 +43,12 @@ def _per_batch_draw(data: ClassificationData, augment: bool, repeat: int, n_batc
 
 def _per_batch_step(data: ClassificationData, repeat: int, steps: int = 4) -> float:
     from noprop.config import RunConfig
-    from noprop.run import build_for
-    from noprop.training.trainer import Trainer
+    from noprop.run import build_trainer
 
     config = RunConfig(dataset=data.name, num_blocks=2, device="cpu", progress=False, batch_size=128)
     small = ClassificationData(data.name, data.train_x[:2048], data.train_y[:2048], data.test_x[:128],
                                data.test_y[:128], data.num_classes)
-    trainer = Trainer(build_for(config, small), small, config)
+    trainer = build_trainer(config, small)
     xb, yb = small.train_x[:128], small.train_y[:128]
     trainer.train_step(0, xb, yb)  # warm-up
     return _best(lambda: [trainer.train_step(i % 2, xb, yb) for i in range(steps)], repeat) / steps

@@ -36,8 +36,9 @@ from torch import nn
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, load_dataset
 from noprop.device import flushed_denormals
-from noprop.run import build_for
-from noprop.training.trainer import Trainer, make_optimizers
+from noprop.run import build_for, build_trainer
+from noprop.saved_run import SavedRun
+from noprop.training.optimizers import make_optimizers
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -128,9 +129,9 @@ def dead_masks(method: nn.Module, data: ClassificationData, passes: int = 2) -> 
     return masks
 
 
-def load(path: str, train_size: int, data_dir: str) -> tuple[dict, RunConfig, ClassificationData]:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = RunConfig.from_dict(saved["config"])
+def load(path: str, train_size: int, data_dir: str) -> tuple[SavedRun, RunConfig, ClassificationData]:
+    saved = SavedRun.read(path)
+    config = saved.run_config(path)
     full = load_dataset("cifar-10", data_dir)
     data = ClassificationData("subset", full.train_x[:train_size], full.train_y[:train_size],
                               full.test_x[:10], full.test_y[:10], num_classes=full.num_classes)
@@ -141,14 +142,14 @@ def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: in
                batch_size: int | None = None) -> dict:
     saved, config, data = load(path, train_size, data_dir)
     config = config.replace(batch_size=batch_size or config.batch_size)
-    trainer = Trainer(build_for(config, data), data, config)
+    trainer = build_trainer(config, data)
     batches = list(trainer._schedule(0))[:steps]
     times: dict[str, list[float]] = {"flush off": [], "flush on": []}
     for r in range(rounds):
         for flush in ((False, True) if r % 2 == 0 else (True, False)):
-            trainer.method.load_state_dict(saved["model"])
+            trainer.method.load_state_dict(saved.model)
             for name, opt in trainer.optimizers.items():
-                opt.load_state_dict(saved["optimizers"][name])
+                opt.load_state_dict(saved.optimizers[name])
             with flushed_denormals(flush):
                 start = time.process_time()
                 for unit, x, y in batches:
@@ -157,17 +158,17 @@ def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: in
     ms = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
     return {"ms_per_step_median": ms, "ratio_off_on": round(ms["flush off"] / ms["flush on"], 2),
             "ms_per_step_all": {k: [round(1000 * t, 1) for t in v] for k, v in times.items()},
-            "state_epoch": saved.get("epoch"), "batch_size": config.batch_size, "steps": steps,
+            "state_epoch": saved.progress.epoch, "batch_size": config.batch_size, "steps": steps,
             "rounds": rounds}
 
 
 def analyse(path: str, train_size: int, data_dir: str) -> dict[str, dict[str, int]]:
     saved, config, data = load(path, train_size, data_dir)
     method = build_for(config, data)
-    method.load_state_dict(saved["model"])
+    method.load_state_dict(saved.model)
     optimizers = make_optimizers(method, config)
     for name, opt in optimizers.items():
-        opt.load_state_dict(saved["optimizers"][name])
+        opt.load_state_dict(saved.optimizers[name])
     exp_avg = {id(p): s["exp_avg"] for opt in optimizers.values() for p, s in opt.state.items()}
     masks = dead_masks(method, data)
     report = {}

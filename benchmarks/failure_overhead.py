@@ -27,13 +27,13 @@ import torch
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, load_dataset
-from noprop.run import build_for
+from noprop.run import build_trainer
 from noprop.training.trainer import Trainer
 
 
 def make_trainer(data: ClassificationData, run_dir: Path | None = None, **changes) -> Trainer:
     config = RunConfig(progress=False, log_epochs=False, device="cpu", **changes).resolved()
-    return Trainer(build_for(config, data), data, config, run_dir)
+    return build_trainer(config, data, run_dir)
 
 
 def bare_step(trainer: Trainer, unit: int, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ from noprop.bench import cpu_model
 from noprop.data import ClassificationData, load_dataset
 from noprop.device import flushed_denormals
 from noprop.presets import load_preset
-from noprop.run import build_for
+from noprop.run import build_trainer
 from noprop.training.trainer import Trainer
 
 TINY = torch.finfo(torch.float32).tiny
@@ -116,7 +116,7 @@ def main() -> None:
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     config = load_preset(f"cifar-10-{args.method}").run_config(overrides)
-    trainer = Trainer(build_for(config, data), data, config)
+    trainer = build_trainer(config, data)
     report: dict[str, object] = {
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -136,10 +136,10 @@ def main() -> None:
             terms = trainer.train_epoch()
             trainer.epoch += 1
             params, state, _ = denormal_counts(trainer)
-            rows.append({"epoch": epoch, "seconds": round(trainer.last_epoch_seconds, 3),
+            rows.append({"epoch": epoch, "seconds": round(trainer.last_epoch.seconds, 3),
                          "loss": round(terms["loss"], 5), "denormal_params": params,
                          "denormal_optimizer_state": state, "load1": round(os.getloadavg()[0], 2)})
-            print(f"epoch {epoch:3d}  {trainer.last_epoch_seconds:7.2f} s  loss {terms['loss']:.4f}  "
+            print(f"epoch {epoch:3d}  {trainer.last_epoch.seconds:7.2f} s  loss {terms['loss']:.4f}  "
                   f"denormals: params {params:8d}  optimizer {state:8d}", flush=True)
             report["drift"] = drift([float(r["seconds"]) for r in rows])  # type: ignore[arg-type]
             args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -57,7 +57,7 @@ from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
-from noprop.training.trainer import make_optimizers, optimizer_state
+from noprop.training.optimizers import make_optimizers, optimizer_state
 
 MNIST = DataSpec.image(channels=1, height=28, width=28, num_classes=10)
 SHAPES = {"mnist": MNIST, "cifar-10": DataSpec.image(channels=3, height=32, width=32, num_classes=10)}

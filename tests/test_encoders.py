@@ -14,7 +14,7 @@ from noprop.config import RunConfig
 from noprop.encoders import ResNetEncoder
 from noprop.methods import NoPropDT, build_method
 from noprop.methods.dt_fused import fused_loss
-from noprop.run import load_run
+from noprop.saved_run import load_run
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
@@ -158,7 +158,7 @@ def test_a_run_records_its_encoder_and_loading_rebuilds_it(tmp_path, blobs) -> N
 
 def test_resuming_with_another_encoder_names_the_difference(tmp_path, blobs) -> None:
     from noprop.run import train_run
-    from noprop.training.checkpoint import CheckpointError
+    from noprop.saved_run import CheckpointError
 
     config = RunConfig(method="dt", num_blocks=2, epochs=1, batch_size=64, progress=False, encoder=TINY)
     train_run(config, tmp_path / "run", data=blobs)

@@ -14,7 +14,7 @@ PACKAGE = Path(noprop.__file__).parent
 FLOORS: dict[str, int] = {
     # ground: pure maths and process-wide utilities, no model, no run
     "_version": 0, "settings": 0, "spec": 0, "schedules": 0, "sampler": 0, "flow": 0, "embeddings": 0,
-    "device": 0, "atomic": 0, "random_state": 0,
+    "device": 0, "atomic": 0, "random_state": 0, "lr_schedule": 0,
     # networks
     "encoders": 1, "blocks": 2,
     # methods
@@ -67,12 +67,15 @@ def imports(path: Path) -> list[tuple[str, int]]:
             if target:
                 found.append((target, node.lineno))
             else:  # from noprop import x: x is a module or the package's own name
-                found += [(alias.name, node.lineno) for alias in node.names
-                          if (PACKAGE / alias.name).with_suffix(".py").exists() or (PACKAGE / alias.name).is_dir()]
+                found += [(alias.name, node.lineno) for alias in node.names if _is_module(alias.name)]
         elif isinstance(node, ast.Import):
             found += [(a.name.removeprefix("noprop").lstrip("."), node.lineno)
                       for a in node.names if a.name.startswith("noprop.")]
     return found
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / name).with_suffix(".py").exists() or (PACKAGE / name).is_dir()
 
 
 def test_no_import_runs_up_a_floor() -> None:

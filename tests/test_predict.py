@@ -15,7 +15,7 @@ from helpers import write_damaged_npz
 from noprop import Classifier
 from noprop.cli import main
 from noprop.device import autocast_for
-from noprop.run import load_run
+from noprop.saved_run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_predict_npz_matches_the_model_on_identically_prepared_inputs(trained, t
     rows = _rows(capsys.readouterr().out)
     assert len(rows) == 20 and rows[0]["input"].endswith("new.npz[0]")
     run = load_run(run_dir)
-    mean, std = run.checkpoint["data_info"]["normalization"]
+    mean, std = run.data_info.normalization
     prepared = (torch.from_numpy(x[:20]).float().unsqueeze(1) / 255 - mean[0]) / std[0]
     generator = torch.Generator().manual_seed(run.config.eval_seed)
     with autocast_for(run.precision(), torch.device("cpu")):  # `auto`: bf16 on a CPU with native bf16

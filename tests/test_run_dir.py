@@ -12,8 +12,7 @@ import yaml
 
 from helpers import make_blobs, one_error_line, write_npz
 from noprop.cli import main
-from noprop.training.checkpoint import load_checkpoint
-from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS
+from noprop.saved_run import CHECKPOINT, CONFIG, METRICS, RESULTS, SavedRun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,8 +81,8 @@ def test_a_changed_lr_on_resume_is_applied_and_recorded(cli_run) -> None:
     flags, run_dir = cli_run
     assert main(["train", *flags, "--resume", "--epochs", "2", "--lr", "0.01"]) == 0
     assert yaml.safe_load((run_dir / CONFIG).read_text())["lr"] == 0.01
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    lrs = {g["lr"] for opt in state["optimizers"].values() for g in opt["param_groups"]}
+    state = SavedRun.read(run_dir)
+    lrs = {g["lr"] for opt in state.optimizers.values() for g in opt["param_groups"]}
     assert lrs == {0.01}
 
 

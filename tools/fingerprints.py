@@ -91,8 +91,11 @@ def noprop(*args: str) -> str:
 
 def run_files(run: Path) -> dict[str, str]:
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    with open(run / "metrics.csv") as f:
-        rows = [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+    if (run / "metrics.csv").is_file():
+        with open(run / "metrics.csv") as f:
+            rows = [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+    else:  # a model saved from Python: its rows are in the checkpoint
+        rows = [{k: str(v) for k, v in r.items() if k not in TIMING} for r in state["metrics"]]
     return {
         "model": digest(state["model"]),
         "optimizers": digest({k: v.get("state") for k, v in state["optimizers"].items()}),
@@ -124,25 +127,29 @@ def api_fingerprint(root: Path) -> dict[str, str]:
     clf = Classifier(method="dt", epochs=2, num_blocks=3, precision="fp32", device="cpu")
     clf.fit(x[:1200], d.target[:1200])
     proba = clf.predict_proba(x[1200:])
+    shutil.rmtree(root / "api-run", ignore_errors=True)
     clf.save(root / "api-run")
     again = Classifier.load(root / "api-run").predict_proba(x[1200:])
     return {"proba": digest(torch.from_numpy(proba)), "reloaded": digest(torch.from_numpy(again)),
             "score": f"{clf.score(x[1200:], d.target[1200:]):.6f}", **run_files(root / "api-run")}
 
 
-def fingerprints(root: Path, old_runs: Path | None) -> dict[str, Any]:
+def fingerprints(root: Path, old_runs: Path | None, reuse: bool = False) -> dict[str, Any]:
     images = root / "images.npz"
     from sklearn.datasets import load_digits
     np.savez(images, x=(load_digits().images[:40, None] * (255 / 16)).astype(np.uint8))
     out: dict[str, Any] = {}
     for name, flags in RUNS.items():
         run = root / name
-        noprop("train", *BASE, *flags, "--run-dir", str(run))
+        if not (reuse and (run / "results.json").is_file()):
+            noprop("train", *BASE, *flags, "--run-dir", str(run))
         out[name] = {**run_files(run), **uses(run, images)}
         if "parallel" not in " ".join(flags):
             resumed = root / f"{name}-resumed"
-            shutil.copytree(run, resumed)
-            noprop("train", "--run-dir", str(resumed), "--resume", "--epochs", "3", "-q")
+            if not (reuse and (resumed / "results.json").is_file()):
+                shutil.rmtree(resumed, ignore_errors=True)
+                shutil.copytree(run, resumed)
+                noprop("train", "--run-dir", str(resumed), "--resume", "--epochs", "3", "-q")
             out[name]["resumed"] = run_files(resumed)
         if old_runs is not None and (old_runs / name).is_dir():
             old = root / f"{name}-old"
@@ -183,12 +190,13 @@ def main() -> int:
     p.add_argument("--keep", type=Path, help="keep the run directories here")
     p.add_argument("--old-runs", type=Path, help="run directories of another version to load and resume")
     p.add_argument("--compare", type=Path, nargs=2)
+    p.add_argument("--reuse", action="store_true", help="keep runs already trained under --keep")
     args = p.parse_args()
     if args.compare:
         return compare(*(json.loads(p.read_text()) for p in args.compare))
     root = args.keep or Path(tempfile.mkdtemp(prefix="noprop-fingerprints-"))
     root.mkdir(parents=True, exist_ok=True)
-    result = fingerprints(root, args.old_runs)
+    result = fingerprints(root, args.old_runs, args.reuse)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return 0
 

@@ -25,21 +25,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
-from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import images_from_array
-from noprop.device import inference_numerics, resolve_precision
+from noprop.inference import InferenceOptions, logits
 from noprop.methods import Method
-from noprop.run import clear_run_files, load_run, prepare_run_dir, run_dir_lock, train_run
+from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
+from noprop.saved_run import CHECKPOINT, load_run, write_config, write_results
 from noprop.spec import DataSpec
-from noprop.training.checkpoint import save_checkpoint
-from noprop.training.trainer import CHECKPOINT, CONFIG, RESULTS, Trainer
+from noprop.training.trainer import Trainer
 
 ArrayLike = Tensor | np.ndarray
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
@@ -148,18 +146,12 @@ class Classifier:
             raise DataError(f"inputs are {_kind(given)} but the model takes {_kind(self.spec)}{axes}")
         return standardise(inputs, self.normalization)
 
-    @torch.inference_mode()
     def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
-        model = self._model().eval()
-        device = next(model.parameters()).device
-        images = self._prepare(x)
-        generator = torch.Generator(device=device).manual_seed(self.config.eval_seed)
-        # at the run's precision, so that score() gives back the trainer's evaluation
-        precision = resolve_precision(self.config.precision, device)
-        with inference_numerics(precision, device, self.config.flush_denormal):
-            out = [model.predict_logits(images[i : i + batch_size].to(device), generator=generator, **sampler)
-                   for i in range(0, len(images), batch_size)]
-        return torch.cat(out).float().cpu()
+        model = self._model()
+        # the run's precision and noise seed, so that score() gives back the trainer's evaluation
+        options = InferenceOptions.of_run(self.config, next(model.parameters()).device, steps=None,
+                                          deterministic=False, batch_size=batch_size).replace(**sampler)
+        return logits(model, self._prepare(x), options)
 
     def predict_logits(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
         """Class scores ``(N, C)``; ``sampler`` passes ``steps``/``deterministic`` to the method.
@@ -188,10 +180,10 @@ class Classifier:
         with run_dir_lock(path):
             prepare_run_dir(path, resume=False, overwrite=self.overwrite)
             clear_run_files(path)
-            atomic_write_text(path / CONFIG, yaml.safe_dump(self._trainer.resolved_config()))
-            save_checkpoint(path / CHECKPOINT, self._trainer.state_dict())
+            write_config(path, self._trainer.config)
+            self._trainer.saved_run().write(path / CHECKPOINT)
             if self.results is not None:
-                atomic_write_json(path / RESULTS, self.results)
+                write_results(path, self.results)
         return path
 
     @classmethod
@@ -202,9 +194,7 @@ class Classifier:
         clf = cls.__new__(cls)
         clf.config, clf.run_dir, clf.model, clf.results = run.config, Path(path), run.method, None
         clf.overwrite, clf._trainer = False, None
-        clf.spec = DataSpec.from_dict(run.checkpoint["spec"])
-        norm = (run.checkpoint.get("data_info") or {}).get("normalization")
-        clf.normalization = (tuple(norm[0]), tuple(norm[1])) if norm else None
+        clf.spec, clf.normalization = run.spec, run.data_info.statistics
         return clf
 
 

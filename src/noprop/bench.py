@@ -3,7 +3,7 @@
 The harness plans ``methods x repeats`` runs (repeat ``r`` uses seed ``seed + r``) and runs them
 one after another, each in its own Python process (``python -m noprop.bench RUN_SPEC.json``), so
 memory high-water marks never carry over from one method to the next. A run goes through the
-public training path (:class:`~noprop.training.trainer.Trainer`), with two additions:
+public training path (:func:`noprop.run.train_run`, as ``noprop train``), with two additions:
 
 * **training peak memory**, training steps only (the per-epoch evaluation is excluded):
   CUDA: ``torch.cuda.max_memory_allocated`` (the model, gradients, optimizer state and
@@ -42,8 +42,9 @@ from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import RunConfig, split_settings
 from noprop.data import ClassificationData, load_dataset
 from noprop.device import peak_memory_mb, resolve_device
-from noprop.run import build_for
-from noprop.training.trainer import Trainer
+from noprop.inference import InferenceOptions, readout_accuracies
+from noprop.methods import Method
+from noprop.run import train_run
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -185,19 +186,19 @@ def warm_up(device: torch.device) -> None:
     del net, opt, x
 
 
-class MeasuredTrainer(Trainer):
-    """The standard trainer; its evaluation keeps the readouts and is left out of the memory peak."""
+class MeasuredEvaluation:
+    """The trainer's own evaluation (the test split, the run's options), kept out of the memory
+    peak; the last readouts are kept for the record."""
 
-    def __init__(self, *args: Any, memory: TrainingMemory, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.memory = memory
+    def __init__(self, memory: TrainingMemory, data: ClassificationData, options: InferenceOptions) -> None:
+        self.memory, self.data, self.options = memory, data, options
         self.readouts: list[float] = []
 
-    def evaluate(self) -> float:
+    def __call__(self, method: Method) -> list[float]:
         self.memory.pause()
-        self.readouts = self.evaluate_readouts()
+        self.readouts = readout_accuracies(method, self.data.test_x, self.data.test_y, self.options)
         self.memory.resume()
-        return self.readouts[-1]
+        return self.readouts
 
 
 # -- one run (in its own process) ------------------------------------------------------------
@@ -225,10 +226,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(spec["run_dir"])
     data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
     data = subset(data, spec.get("train_subset"), spec.get("test_subset"))
-    memory = TrainingMemory(resolve_device(config.device))
+    device = resolve_device(config.device)
+    memory = TrainingMemory(device)
     memory.start()
-    trainer = MeasuredTrainer(build_for(config, data), data, config, run_dir, memory=memory)
-    results = trainer.fit()
+    evaluation = MeasuredEvaluation(memory, data, InferenceOptions.of_run(config, device))
+    trainer, results = train_run(config, run_dir, data=data, overwrite=True, evaluation=evaluation)
     memory.pause()
     record = {
         "method": config.method,
@@ -236,14 +238,14 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "repeat": spec["repeat"],
         "seed": config.seed,
         "test_accuracy": results["test_accuracy"],
-        "epochs": round(trainer.epoch - 1 + trainer.last_epoch_fraction, 4),
+        "epochs": round(trainer.epoch - 1 + trainer.last_epoch.fraction, 4),
         "train_seconds": results["train_seconds"],
         "samples_per_second": results["samples_per_second"],
         "train_peak_mb": round(memory.peak_mb, 1),
         "memory_kind": memory.kind,
         "process_peak_rss_mb": round(process_peak_rss_mb(), 1),
         "num_parameters": results["num_parameters"],
-        "readout_accuracies": trainer.readouts,
+        "readout_accuracies": evaluation.readouts,
         "device": results["device"],
         "torch_version": torch.__version__,
         "run_dir": str(run_dir),

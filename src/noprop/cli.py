@@ -17,8 +17,8 @@ from noprop.commands import COMMAND_MODULES
 from noprop.commands.args import EXIT_USAGE, Parser, UsageError
 from noprop.data import DataError
 from noprop.run import RunDirError, RunFinished
+from noprop.saved_run import CheckpointError
 from noprop.settings import ConfigError
-from noprop.training.checkpoint import CheckpointError
 from noprop.training.interrupt import TrainingInterrupted
 from noprop.training.nonfinite import NonFiniteError
 

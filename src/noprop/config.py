@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from noprop.device import PRECISIONS, check_device
+from noprop.lr_schedule import LR_SCHEDULES
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
-from noprop.training.lr_schedule import LR_SCHEDULES
 
 BLOCK_ORDERS = ("sequential", "interleaved")
 OPTIMIZERS = ("adamw", "adam")
@@ -70,7 +70,7 @@ class RunConfig:
                                      positive=True)
     lr: float = setting(1e-3, "learning rate (the paper's 1e-3)", positive=True)
     lr_schedule: str = setting("constant", "constant (the paper) or cosine decay to 0; epochs count each "
-                               "block's own passes (training/lr_schedule.py)", choices=LR_SCHEDULES)
+                               "block's own passes (noprop/lr_schedule.py)", choices=LR_SCHEDULES)
     warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs", minimum=0,
                                    metavar="EPOCHS")
     weight_decay: float = setting(1e-3, "weight decay (the paper's 1e-3)", minimum=0)

@@ -136,3 +136,12 @@ def inference_numerics(precision: str, device: torch.device, flush_denormal: boo
     enters this, so that it scores what the trainer scored."""
     with flushed_denormals(flush_denormal), autocast_for(precision, device):
         yield
+
+
+def resident(*tensors: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``tensors`` copied to a CUDA ``device`` once when they fit in a quarter of its free memory
+    (then batches are gathered on the device, with no host-to-device copy in a step); else as given."""
+    size = sum(t.nbytes for t in tensors)
+    if device.type == "cuda" and size < torch.cuda.mem_get_info(device)[0] // 4:
+        return tuple(t.to(device) for t in tensors)
+    return tensors

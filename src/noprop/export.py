@@ -2,9 +2,10 @@
 
 The file holds the method's ``state_dict`` (no optimizer state, no random states) and, in the
 safetensors header's string metadata, JSON of what loading needs: the run configuration, the data
-spec and the input preparation (``data_info``: normalisation, class names). ``noprop.run.load_run``,
-``Classifier.load`` and ``noprop predict`` read it like a checkpoint; nothing in it is executable,
-unlike a pickle.
+spec and the input preparation (``data_info``: normalisation, class names).
+:meth:`noprop.saved_run.SavedRun.read` (so ``Classifier.load`` and every command) reads it like a
+checkpoint; nothing in it is executable, unlike a pickle. This module is the file format alone;
+``SavedRun.export`` writes a saved run's model in it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from noprop.atomic import atomic_write_bytes
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
 
 SUFFIX = ".safetensors"
 FORMAT = "noprop-model/1"
@@ -25,27 +26,30 @@ FORMAT = "noprop-model/1"
 META_KEYS = ("config", "spec", "data_info", "noprop_version")
 
 
-def export_model(checkpoint: Path, out: Path) -> Path:
-    """Write ``checkpoint``'s model to ``out`` (a ``.safetensors`` file); return ``out``."""
-    state = load_checkpoint(checkpoint)
+class ExportError(ValueError):
+    """A file that is not a readable exported noprop model."""
+
+
+def write_model(model: dict[str, torch.Tensor], meta: dict[str, Any], out: Path) -> Path:
+    """Write the weights ``model`` and the JSON-able ``meta`` entries to ``out``; return ``out``."""
     # contiguous, unshared copies: safetensors refuses tensors that share memory
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state["model"].items()}
-    metadata = {"format": FORMAT, **{k: json.dumps(state.get(k)) for k in META_KEYS}}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.items()}
+    metadata = {"format": FORMAT, **{k: json.dumps(meta.get(k)) for k in META_KEYS}}
     # as every run file: atomically, with the umask's permissions (save_file leaves a 0600 file)
     atomic_write_bytes(out, save(tensors, metadata=metadata))
     return out
 
 
 def read_model(path: Path) -> dict[str, Any]:
-    """An exported model as the checkpoint-like dict ``load_run`` expects (``model`` = weights)."""
+    """An exported model as the checkpoint-like dict ``SavedRun`` reads (``model`` = weights)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable .safetensors file: {err}") from None
+        raise ExportError(f"{path} is not a readable .safetensors file: {err}") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a .safetensors file but not a noprop model "
+        raise ExportError(f"{path} is a .safetensors file but not a noprop model "
                               f"(no {FORMAT!r} metadata)")
     state: dict[str, Any] = {k: json.loads(metadata[k]) for k in META_KEYS if k in metadata}
     state["model"] = dict(tensors)
@@ -56,4 +60,4 @@ def is_exported(path: Path) -> bool:
     return path.suffix == SUFFIX
 
 
-__all__ = ["export_model", "is_exported", "read_model"]
+__all__ = ["ExportError", "is_exported", "read_model", "write_model"]

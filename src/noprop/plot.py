@@ -118,10 +118,10 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
     if not (run_dir / "checkpoint.pt").is_file() or samples <= 0:
         return None
     from noprop.data import DataError, load_dataset
-    from noprop.run import RunDirError, load_run
+    from noprop.inference import InferenceOptions, readout_accuracies
+    from noprop.run import RunDirError
+    from noprop.saved_run import CheckpointError, load_run
     from noprop.settings import ConfigError
-    from noprop.training.checkpoint import CheckpointError
-    from noprop.training.trainer import readout_accuracies
 
     try:
         run = load_run(run_dir)
@@ -130,12 +130,9 @@ def run_readouts(run_dir: Path, samples: int) -> list[float] | None:
         # the curves come from metrics.csv alone; only this extra figure needs the model and data
         print(f"noprop plot: no readout figure for {run_dir}: {err}", file=sys.stderr)
         return None
-    return readout_accuracies(
-        run.method, data.test_x[:samples], data.test_y[:samples],
-        steps=run.config.sampler_steps, deterministic=run.config.eval_deterministic,
-        seed=run.config.eval_seed, flush_denormal=run.config.flush_denormal,
-        precision=run.precision(),
-    )
+    options = InferenceOptions.of_run(run.config, next(run.method.parameters()).device,
+                                      steps=run.config.sampler_steps)
+    return readout_accuracies(run.method, data.test_x[:samples], data.test_y[:samples], options)
 
 
 # -- several runs ----------------------------------------------------------------------------

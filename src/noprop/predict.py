@@ -32,8 +32,8 @@ from noprop.data import DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import check_columns, features_from_array, read_csv
 from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
-from noprop.device import inference_numerics
-from noprop.run import LoadedRun
+from noprop.inference import InferenceOptions, infer
+from noprop.saved_run import LoadedRun
 from noprop.spec import DataSpec
 
 
@@ -164,40 +164,33 @@ def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | No
     return standardise(t, normalization).contiguous(), notes
 
 
-@torch.inference_mode()
 def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stochastic: int = 0,
-            batch_size: int = 500, precision: str | None = None) -> tuple[list[Prediction], list[str]]:
+            precision: str | None = None) -> tuple[list[Prediction], list[str]]:
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
     the class probabilities of that many passes of the stochastic sampler (seeded). Inference runs
     at ``precision`` (default: the run's), so a test image gets the class the trainer scored."""
-    info = run.checkpoint.get("data_info") or {}
-    spec = DataSpec.from_dict(run.checkpoint["spec"])
+    info, spec = run.data_info, run.spec
     if spec.is_image:
         sources, raw = read_inputs(paths)
-        x, notes = prepare(raw, spec, info.get("normalization"))
+        x, notes = prepare(raw, spec, info.normalization)
     elif len(spec.input_shape) == 1:
-        sources, rows = read_table_inputs(paths, spec, info.get("feature_names"), run.config.label_column)
-        x, notes = standardise(torch.from_numpy(rows), info.get("normalization")).contiguous(), []
+        sources, rows = read_table_inputs(paths, spec, info.feature_names, run.config.label_column)
+        x, notes = standardise(torch.from_numpy(rows), info.normalization).contiguous(), []
     else:
         raise DataError(f"noprop predict reads images and tables; this model takes inputs of "
                         f"shape {spec.describe()}")
-    method = run.method.eval()
-    device = next(method.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(run.config.eval_seed)
+    method = run.method
+    options = InferenceOptions.of_run(run.config, next(method.parameters()).device, steps=steps,
+                                      deterministic=not stochastic, precision=run.precision(precision))
 
-    def probabilities(xb: Tensor) -> Tensor:  # softmax in fp32 also under bf16 autocast
-        if not stochastic:
-            # the chain still starts from z_0 ~ N(0, I): seeded, so an answer never changes
-            logits = method.predict_logits(xb, steps=steps, deterministic=True, generator=generator)
-            return logits.float().softmax(-1)
-        passes = [method.predict_logits(xb, steps=steps, generator=generator).float().softmax(-1)
-                  for _ in range(stochastic)]
-        return torch.stack(passes).mean(0)
+    def probabilities(xb: Tensor, generator: torch.Generator) -> Tensor:  # softmax in fp32 under bf16
+        # noise-free: the chain still starts from z_0 ~ N(0, I), seeded, so an answer never changes
+        passes = [method.predict_logits(xb, generator=generator, **options.sampler()).float().softmax(-1)
+                  for _ in range(max(stochastic, 1))]
+        return (passes[0] if len(passes) == 1 else torch.stack(passes).mean(0)).cpu()
 
-    with inference_numerics(run.precision(precision), device, run.config.flush_denormal):
-        probs = torch.cat([probabilities(x[i : i + batch_size].to(device)).cpu()
-                           for i in range(0, len(x), batch_size)])
-    names = info.get("class_names")
+    probs = torch.cat(infer(method, x, options, probabilities))
+    names = info.class_names
     best, labels = probs.max(-1)
     rows = [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))
             for s, c, p in zip(sources, labels, best, strict=True)]

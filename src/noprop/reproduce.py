@@ -29,11 +29,11 @@ from noprop._version import __version__
 from noprop.atomic import atomic_write_json, atomic_write_text
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError, load_dataset
+from noprop.inference import accuracy, standard_error
 from noprop.presets import PAPER_EXPERIMENTS, PaperNumber, Preset
 from noprop.run import RunDirError, train_run
-from noprop.training.checkpoint import CheckpointError
-from noprop.training.inference_runs import standard_error
-from noprop.training.trainer import CHECKPOINT, Trainer, evaluate_accuracy
+from noprop.saved_run import CHECKPOINT, CheckpointError
+from noprop.training.trainer import Trainer
 
 REPORT_MD = "reproduction.md"
 REPORT_JSON = "reproduction.json"
@@ -187,14 +187,12 @@ def final_accuracies(trainer: Trainer, results: dict[str, Any], runs: int) -> li
     The trainer's own last evaluation is the first pass when it used the same steps (a run may
     check progress each epoch with fewer, ``eval_inference_steps``).
     """
-    config = trainer.config
-    data = trainer.data
+    config, data, options = trainer.config, trainer.data, trainer.inference
     reuse = config.eval_inference_steps in (None, config.sampler_steps)
     first = [results["test_accuracy"]] if reuse else []
     return first + [
-        evaluate_accuracy(trainer.method, data.test_x, data.test_y, steps=config.sampler_steps,
-                          deterministic=config.eval_deterministic, seed=config.eval_seed + k,
-                          flush_denormal=config.flush_denormal, precision=trainer.precision)
+        accuracy(trainer.method, data.test_x, data.test_y,
+                 options.replace(steps=config.sampler_steps, seed=config.eval_seed + k))
         for k in range(len(first), runs)
     ]
 

@@ -9,11 +9,9 @@ with the process), so a second run pointed at the same directory refuses even wi
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,12 @@ import yaml
 
 from noprop.config import ConfigError, RunConfig
 from noprop.data import DATASETS, ClassificationData, load_dataset
-from noprop.device import resolve_precision
 from noprop.methods import Method, build_method
 from noprop.random_state import seed_everything
-from noprop.spec import DataSpec
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
-from noprop.training.trainer import CHECKPOINT, CONFIG, METRICS, RESULTS, Trainer
+from noprop.saved_run import CHECKPOINT, CONFIG, RESULTS, RUN_FILES, read_results
+from noprop.training.parallelism import Parallelism
+from noprop.training.trainer import Evaluation, Trainer
 
-RUN_FILES = (CHECKPOINT, RESULTS, METRICS, CONFIG)
 LOCK = ".lock"
 
 try:
@@ -187,6 +183,21 @@ def build_for(config: RunConfig, data: ClassificationData) -> Method:
     return method
 
 
+def build_trainer(config: RunConfig, data: ClassificationData, run_dir: Path | None = None, *,
+                  parallelism: Callable[[Method], Parallelism] | None = None,
+                  evaluation: Evaluation | None = None) -> Trainer:
+    """The one way to build a trainer for a run (train, bench, the distributed launch, Classifier):
+    the process's CPU threads set, the configured method built seeded and prepared on the data.
+    ``parallelism`` makes this process's hooks for the built method (its training units);
+    ``run_dir`` must already be locked and prepared (:func:`opened_run`)."""
+    config = config.resolved()
+    if config.num_threads is not None and config.num_threads != torch.get_num_threads():
+        torch.set_num_threads(config.num_threads)
+    method = build_for(config, data)
+    hooks = parallelism(method) if parallelism is not None else None
+    return Trainer(method, data, config, run_dir, parallelism=hooks, evaluation=evaluation)
+
+
 def train_run(
     config: RunConfig,
     run_dir: Path | None,
@@ -195,6 +206,7 @@ def train_run(
     overwrite: bool = False,
     data: ClassificationData | None = None,
     reuse_finished: bool = False,
+    evaluation: Evaluation | None = None,
 ) -> tuple[Trainer, dict[str, Any]]:
     """Train ``config`` into ``run_dir`` (``None``: keep nothing on disk); return trainer and results.
 
@@ -203,13 +215,13 @@ def train_run(
     """
     config = config.resolved()
     with opened_run(config, run_dir, resume=resume, overwrite=overwrite, data=data) as data:
-        trainer = Trainer(build_for(config, data), data, config, run_dir)
+        trainer = build_trainer(config, data, run_dir, evaluation=evaluation)
         if overwrite and run_dir is not None:
             clear_run_files(run_dir)
         if resume:
             trainer.resume()
             if trainer.finished and reuse_finished and run_dir is not None and (run_dir / RESULTS).is_file():
-                return trainer, json.loads((run_dir / RESULTS).read_text())
+                return trainer, read_results(run_dir)
             refuse_finished(trainer, run_dir)
         return trainer, trainer.fit()
 
@@ -233,57 +245,3 @@ def refuse_finished(trainer: Trainer, run_dir: Path | None) -> None:
     if trainer.finished:
         raise RunFinished(f"{run_dir} has already trained {trainer.epoch} of {trainer.config.epochs} "
                           "epochs; pass --epochs N with N larger to train on")
-
-
-@dataclass
-class LoadedRun:
-    """A trained model restored from a checkpoint, with the configuration it was trained under."""
-
-    method: Method
-    config: RunConfig
-    checkpoint: dict[str, Any]
-
-    def precision(self, override: str | None = None) -> str:
-        """fp32 or bf16: ``override`` or the run's ``precision``, resolved for the device the model
-        is on. With the run's own, an evaluation gives back the trainer's number (which ``auto``
-        computed under bf16 autocast on a CPU with native bf16)."""
-        return resolve_precision(override or self.config.precision, next(self.method.parameters()).device)
-
-
-def checkpoint_path(path: Path) -> Path:
-    return path / CHECKPOINT if path.is_dir() else path
-
-
-def load_model_state(method: Method, model_state: dict[str, Any], source: str) -> None:
-    """``method.load_state_dict``, with a one-line error when the saved tensors do not fit the model
-    the config builds (a user's encoder whose code changed since the run, say)."""
-    try:
-        method.load_state_dict(model_state)
-    except RuntimeError as err:
-        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-        encoder = getattr(method.config, "encoder", None)
-        built = f" (encoder {encoder})" if encoder else ""
-        raise CheckpointError(f"{source}: the saved model does not fit the one its config builds{built}: "
-                              f"{first}") from None
-
-
-def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory, checkpoint or exported ``.safetensors`` model, ready to predict."""
-    from noprop.export import is_exported, read_model
-
-    path = Path(path)
-    if is_exported(path):
-        state = read_model(path)
-    else:
-        state = load_checkpoint(checkpoint_path(path), map_location=map_location)
-    try:
-        config = RunConfig.from_dict(state["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    try:
-        method = build_method(config.method, DataSpec.from_dict(state["spec"]), config.method_config)
-    except ConfigError as err:  # e.g. a user's encoder that cannot be imported here
-        raise CheckpointError(f"{path}: cannot rebuild the model: {err}") from None
-    load_model_state(method, state["model"], str(path))
-    method.to(map_location).eval()
-    return LoadedRun(method=method, config=config, checkpoint=state)

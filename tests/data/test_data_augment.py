@@ -10,9 +10,8 @@ from noprop.cli import build_parser
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, batches
 from noprop.data.augment import RandomCropFlip, cifar_augmentation
-from noprop.run import build_for
+from noprop.run import build_trainer
 from noprop.settings import ConfigError
-from noprop.training.trainer import Trainer
 
 
 def _crops(x: torch.Tensor, p: int, fill: float) -> list[torch.Tensor]:
@@ -95,7 +94,7 @@ def test_trainer_applies_the_transform_only_when_augment_is_on() -> None:
     data = _blobs(64, 16)
     data.train_transform = counter = _Counting()
     config = RunConfig(epochs=1, batch_size=32, num_blocks=2, device="cpu", progress=False)
-    trainer = Trainer(build_for(config.resolved(), data), data, config)
+    trainer = build_trainer(config, data)
     assert sum(1 for _ in trainer._schedule(0)) == 4 and counter.images == 0  # default: paper, none
     trainer.config = trainer.config.replace(augment=True)
     for _unit, xb, _yb in trainer._schedule(0):
@@ -107,7 +106,7 @@ def test_augment_on_data_without_an_augmentation_is_refused() -> None:
     data = _blobs(64, 16)  # no train_transform, like MNIST or a table
     config = RunConfig(epochs=1, batch_size=32, num_blocks=2, device="cpu", progress=False, augment=True)
     with pytest.raises(ConfigError, match="augment applies to datasets with a training augmentation"):
-        Trainer(build_for(config.resolved(), data), data, config)
+        build_trainer(config, data)
 
 
 def test_augment_flag_defaults_off_like_the_paper() -> None:

@@ -32,11 +32,14 @@ from noprop.distributed import (
     spawn,
     train_rank,
 )
+from noprop.inference import InferenceOptions, accuracy
 from noprop.methods import build_method
 from noprop.methods.base import TrainingUnit
-from noprop.run import RunFinished, build_for, load_run
+from noprop.run import RunFinished, build_for
+from noprop.saved_run import load_run
 from noprop.spec import DataSpec
-from noprop.training.trainer import Parallelism, Trainer, evaluate_accuracy
+from noprop.training.parallelism import Parallelism
+from noprop.training.trainer import Trainer
 
 TIMEOUT_S = 300.0  # only reached on failure; generous because imports are slow on a loaded machine
 BASE = dict(method="dt", dataset="tiny", epochs=1, batch_size=16, num_blocks=3, device="cpu",
@@ -203,9 +206,9 @@ def test_checkpoint_from_two_processes_evaluates_the_same_in_one(ranks):
     run = load_run(run_dir)
     config = run.config
     data = tiny_data()
-    accuracy = evaluate_accuracy(run.method, data.test_x, data.test_y, steps=config.sampler_steps,
-                                 deterministic=config.eval_deterministic, seed=config.eval_seed)
-    assert accuracy == results["test_accuracy"]
+    options = InferenceOptions(steps=config.sampler_steps, deterministic=config.eval_deterministic,
+                               seed=config.eval_seed)
+    assert accuracy(run.method, data.test_x, data.test_y, options) == results["test_accuracy"]
 
 
 def test_block_parallel_sends_no_gradients_only_blocks_and_shared_parts(ranks):

@@ -9,9 +9,10 @@ import torch
 
 from helpers import make_blobs
 from noprop.config import RunConfig
+from noprop.inference import accuracy as evaluate_accuracy
 from noprop.methods import METHODS, BackpropChain, ForwardForward, LocalLearning, PlainCNN
 from noprop.methods.forward_forward import embed_label, goodness
-from noprop.training.trainer import Trainer, evaluate_accuracy
+from noprop.training.trainer import Trainer
 
 SPEC = make_blobs().spec
 

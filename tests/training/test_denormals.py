@@ -13,8 +13,9 @@ import torch
 from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.device import flushed_denormals
-from noprop.run import build_for
-from noprop.training.trainer import Trainer, optimizer_state
+from noprop.run import build_trainer
+from noprop.training.optimizers import optimizer_state
+from noprop.training.trainer import Trainer
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -33,7 +34,7 @@ def _train_with_seeded_moments(flush: bool) -> Trainer:
     data = _zero_input_data()
     config = RunConfig(method="dt", num_blocks=2, epochs=1, batch_size=16, progress=False,
                        flush_denormal=flush)
-    trainer = Trainer(build_for(config, data), data, config)
+    trainer = build_trainer(config, data)
     trainer.fit()  # creates the optimizer state
     for opt in trainer.optimizers.values():
         for state in opt.state.values():

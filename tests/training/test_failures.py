@@ -12,10 +12,10 @@ from helpers import make_blobs, one_error_line, tiny_config, write_npz
 from noprop import atomic as atomic_module
 from noprop.atomic import atomic_write_text
 from noprop.cli import main
-from noprop.run import build_for, train_run
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
+from noprop.run import build_trainer, train_run
+from noprop.saved_run import CHECKPOINT, METRICS, CheckpointError, SavedRun
+from noprop.training.metrics import MetricsLog
 from noprop.training.nonfinite import NonFiniteError
-from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,7 +117,7 @@ def test_temporaries_of_a_killed_write_are_removed_by_the_next_run(cli_run):
 # -- bad numbers -------------------------------------------------------------------------------
 def first_bad_step(config, data, epoch: int) -> tuple[str, int]:
     """(unit name, 1-based step) of the first batch of ``epoch`` holding the NaN image."""
-    trainer = Trainer(build_for(config, data), data, config)
+    trainer = build_trainer(config, data)
     for index, (unit, xb, _) in enumerate(trainer._schedule(epoch)):
         if not torch.isfinite(xb).all():
             return trainer.units[unit].name, index + 1
@@ -153,7 +153,7 @@ def test_skip_nonfinite_skips_bad_batches_and_counts_them(tmp_path, capsys):
     row = MetricsLog.read(tmp_path / "run" / METRICS)[0]
     assert row["skipped_steps"] == 2  # the NaN image is in one batch of each block's pass
     assert all(v == v for k, v in row.items() if k.startswith("train_"))  # means over good steps: no NaN
-    state = load_checkpoint(tmp_path / "run" / CHECKPOINT)["model"]
+    state = SavedRun.read(tmp_path / "run").model
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())  # BatchNorm too
     assert capsys.readouterr().err.count("noprop: skipped a batch: non-finite value in training unit") == 2
 

@@ -13,10 +13,11 @@ import torch
 from helpers import make_blobs, one_error_line
 from noprop.cli import main
 from noprop.config import RunConfig
-from noprop.run import build_for
+from noprop.run import build_for, build_trainer
 from noprop.settings import ConfigError
 from noprop.training.graphs import CallRecorder, GraphedSteps
-from noprop.training.trainer import Trainer, make_optimizers
+from noprop.training.optimizers import make_optimizers
+from noprop.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +41,7 @@ def config_for(name: str, **changes) -> RunConfig:
 
 def trained(config: RunConfig, data, recorder=None) -> Trainer:
     torch.manual_seed(config.seed)
-    trainer = Trainer(build_for(config, data), data, config)
+    trainer = build_trainer(config, data)
     if recorder is not None:
         trainer.graphs = GraphedSteps(trainer._step_body, trainer._step_state,
                                       list(trainer.optimizers.values()), recorder,
@@ -73,7 +74,7 @@ def test_replayed_steps_train_exactly_as_eager_steps(name) -> None:
     assert_same_state(eager, graphed)
     units = len(eager.units)
     assert graphed.graphs.replayed == 2 * 6 * units and graphed.graphs.eager == 2 * units  # last batches
-    results = graphed._write_results(0.0)
+    results = graphed.results(0.0)
     assert results["cuda_graphs"] == "captured" and results["graph_steps"] == graphed.graphs.replayed
 
 
@@ -100,7 +101,7 @@ def test_an_lr_schedule_reaches_the_recorded_step_through_a_tensor_lr(tmp_path) 
     assert largest_difference(eager, trained(config_for("dt"), data)) > 0.2  # constant lr: far apart
     lr = graphed.optimizers["block1"].param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor)
-    saved = graphed.state_dict()["optimizers"]["block1"]["param_groups"][0]["lr"]
+    saved = graphed.saved_run().optimizers["block1"]["param_groups"][0]["lr"]
     assert isinstance(saved, float) and saved == pytest.approx(float(lr))
 
 
@@ -120,8 +121,8 @@ def test_a_run_resumed_with_graphs_keeps_its_optimizers_capturable(tmp_path) -> 
     capturable optimizers a resumed ``--cuda-graphs`` run made (its capture would fail)."""
     data = make_blobs(n_train=64, n_test=32)
     config = config_for("ct", epochs=1)
-    Trainer(build_for(config, data), data, config, run_dir=tmp_path).fit()
-    resumed = Trainer(build_for(config, data), data, config.replace(epochs=2), run_dir=tmp_path)
+    build_trainer(config, data, run_dir=tmp_path).fit()
+    resumed = build_trainer(config.replace(epochs=2), data, run_dir=tmp_path)
     resumed.optimizers = make_optimizers(resumed.method, resumed.config, capturable=True)
     resumed.resume()
     assert all(g["capturable"] for opt in resumed.optimizers.values() for g in opt.param_groups)
@@ -149,7 +150,7 @@ def test_cuda_graphs_where_they_do_not_apply_is_one_clear_error(changes, message
     data = make_blobs(n_train=32, n_test=16)
     config = RunConfig(num_blocks=2, epochs=1, batch_size=16, device="cpu", cuda_graphs=True, **changes)
     with pytest.raises(ConfigError, match=message):
-        Trainer(build_for(config, data), data, config)
+        build_trainer(config, data)
 
 
 def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line(tmp_path, capsys) -> None:

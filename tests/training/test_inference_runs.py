@@ -7,10 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from helpers import make_blobs
+from noprop.inference import InferenceOptions, InferenceRuns, accuracy, inference_runs, seeded_pass
 from noprop.methods import build_method
 from noprop.spec import DataSpec
-from noprop.training.inference_runs import InferenceRuns, inference_runs, seeded_pass
-from noprop.training.trainer import evaluate_accuracy
 
 
 class NoisyOracle(nn.Module):
@@ -43,9 +42,10 @@ def test_one_run_scores_the_true_class_probability_and_the_vote_finds_the_mode()
 def test_run_k_is_the_trainers_evaluation_seeded_seed_plus_k(method: str, n_test: int) -> None:
     data = make_blobs(n_test=n_test)  # 129 = 2 x 64 + 1: the last row joins the batch before it
     model = build_method(method, data.spec, {"num_blocks": 2} if method == "dt" else None)
-    r = inference_runs(model, data.test_x, data.test_y, runs=3, steps=4, seed=7, batch_size=64)
+    options = InferenceOptions(steps=4, seed=7, batch_size=64)
+    r = inference_runs(model, data.test_x, data.test_y, 3, options)
     for k, acc in enumerate(r.accuracies):
-        assert acc == evaluate_accuracy(model, data.test_x, data.test_y, steps=4, seed=7 + k, batch_size=64)
+        assert acc == accuracy(model, data.test_x, data.test_y, options.replace(seed=7 + k))
     assert 0.0 <= r.vote_accuracy <= 1.0
 
 

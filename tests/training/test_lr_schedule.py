@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from noprop.config import ConfigError, RunConfig
-from noprop.run import build_for
-from noprop.training.lr_schedule import lr_factor
-from noprop.training.trainer import Trainer
+from noprop.lr_schedule import lr_factor
+from noprop.run import build_trainer
 
 
 def test_cosine_with_warmup_rises_linearly_then_decays_to_zero() -> None:
@@ -31,7 +30,7 @@ def test_an_unknown_schedule_is_refused() -> None:
 def test_in_sequential_order_every_block_gets_the_same_schedule_within_its_pass(blobs) -> None:
     config = RunConfig(num_blocks=3, epochs=2, batch_size=64, lr=1e-2, lr_schedule="cosine",
                        warmup_epochs=0.5, progress=False, log_epochs=False)
-    trainer = Trainer(build_for(config, blobs), blobs, config)
+    trainer = build_trainer(config, blobs)
     seen: dict[str, list[float]] = {}
     original = trainer.train_step
 

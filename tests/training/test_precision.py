@@ -8,8 +8,7 @@ import torch
 from noprop import device as device_module
 from noprop.config import ConfigError, RunConfig
 from noprop.device import autocast_for, resolve_precision
-from noprop.run import build_for
-from noprop.training.trainer import Trainer
+from noprop.run import build_for, build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -53,7 +52,7 @@ def test_the_trainer_steps_in_the_precision_it_resolved(blobs) -> None:
     seen = []
     config = RunConfig(num_blocks=2, epochs=1, batch_size=32, precision="bf16", progress=False,
                        log_epochs=False)
-    trainer = Trainer(build_for(config, blobs), blobs, config)
+    trainer = build_trainer(config, blobs)
     original = trainer.method.unit_loss
 
     def spy(unit, x, y):
@@ -68,5 +67,5 @@ def test_the_trainer_steps_in_the_precision_it_resolved(blobs) -> None:
 def test_results_record_the_precision_that_ran(blobs) -> None:
     config = RunConfig(num_blocks=2, epochs=1, batch_size=64, precision="bf16", progress=False,
                        log_epochs=False)
-    results = Trainer(build_for(config, blobs), blobs, config).fit()
+    results = build_trainer(config, blobs).fit()
     assert results["precision"] == "bf16" and isinstance(results["cpu_native_bf16"], bool)

@@ -24,9 +24,10 @@ from helpers import make_blobs, tiny_config, write_npz
 from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.run import RunDirError, prepare_run_dir, train_run
-from noprop.training.checkpoint import load_checkpoint
+from noprop.saved_run import CHECKPOINT, METRICS, SavedRun
 from noprop.training.interrupt import TrainingInterrupted
-from noprop.training.trainer import CHECKPOINT, METRICS, MetricsLog, Trainer
+from noprop.training.metrics import MetricsLog
+from noprop.training.trainer import Trainer
 from pausing import pause_after
 
 TIMING = ("epoch_seconds", "samples_per_second")
@@ -91,8 +92,8 @@ def test_signal_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monkey
                                    monkeypatch=monkeypatch)
     assert stopped.exit_code == 128 + signum
     assert f"resume with: noprop train --run-dir {tmp_path / 'cut'} --resume" in str(stopped)
-    state = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
-    assert (state["epoch"], state["step"]) == (0, 3)  # mid-epoch: 4 steps per epoch
+    state = SavedRun.read(tmp_path / "cut").progress
+    assert (state.epoch, state.step) == (0, 3)  # mid-epoch: 4 steps per epoch
     assert signal.getsignal(signum) is handler_before  # the trainer put the old handler back
 
     resumed, _ = train_run(config, tmp_path / "cut", data=data, resume=True)
@@ -110,7 +111,7 @@ def test_signal_at_epoch_boundary_resumes_from_that_epoch(tmp_path, monkeypatch)
     whole, _ = train_run(config, tmp_path / "whole", data=data)
     interrupt_in_process(config, tmp_path / "cut", data, after=4, signum=signal.SIGTERM,
                          monkeypatch=monkeypatch)
-    assert (load_checkpoint(tmp_path / "cut" / CHECKPOINT)["step"]) == 0
+    assert SavedRun.read(tmp_path / "cut").progress.step == 0
     resumed, _ = train_run(config, tmp_path / "cut", data=data, resume=True)
     assert_same_parameters(whole.method.state_dict(), resumed.method.state_dict())
 
@@ -157,10 +158,9 @@ def test_sigterm_to_noprop_train_then_resume_ends_with_uninterrupted_parameters(
     err = whole.communicate(timeout=300)[1]
     assert whole.returncode == 0, err
 
-    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)
-    b = load_checkpoint(tmp_path / "cut" / CHECKPOINT)
-    assert (a["epoch"], b["epoch"]) == (2, 2)
-    assert_same_parameters(a["model"], b["model"])
+    a, b = SavedRun.read(tmp_path / "whole"), SavedRun.read(tmp_path / "cut")
+    assert (a.progress.epoch, b.progress.epoch) == (2, 2)
+    assert_same_parameters(a.model, b.model)
     assert_same_metrics(tmp_path / "whole", tmp_path / "cut")
 
 
@@ -176,8 +176,8 @@ def test_timed_mid_epoch_checkpoint_survives_a_killed_process(tmp_path, monkeypa
 
     def save_and_record(self):
         real_save(self)
-        saves.append((self.epoch, self.step))
-        if (self.epoch, self.step) == (1, 2):  # the machine dies right after this write
+        saves.append((self.epoch, self.progress.step))
+        if (self.epoch, self.progress.step) == (1, 2):  # the machine dies right after this write
             crash_copy.write_bytes((self.run_dir / CHECKPOINT).read_bytes())
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_and_record)

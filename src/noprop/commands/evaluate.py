@@ -10,10 +10,9 @@ from noprop.data import ClassificationData, DataError, check_data_dir, check_dat
 from noprop.data.base import standardise, unstandardise
 from noprop.data.tabular import check_columns
 from noprop.device import PRECISIONS, check_device, resolve_device
-from noprop.run import load_run
+from noprop.inference import InferenceOptions, accuracy, inference_runs
+from noprop.saved_run import load_run
 from noprop.spec import DataSpec
-from noprop.training.inference_runs import inference_runs
-from noprop.training.trainer import evaluate_accuracy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,29 +51,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_dataset(name, args.data_dir or (None if args.dataset else config.data_dir),
                         label_column=config.label_column)
     if args.dataset:
-        info = run.checkpoint.get("data_info") or {}
-        check_columns(data.feature_names, info.get("feature_names"), name)
-        data = _as_the_model_saw(data, info.get("normalization"))
-    _check_fits(data.spec, DataSpec.from_dict(run.checkpoint["spec"]), name)
-    precision = run.precision(args.precision)
-    deterministic = args.deterministic or config.eval_deterministic
-    if args.runs > 1 and deterministic:
+        check_columns(data.feature_names, run.data_info.feature_names, name)
+        data = _as_the_model_saw(data, run.data_info.normalization)
+    _check_fits(data.spec, run.spec, name)
+    options = InferenceOptions.of_run(config, next(run.method.parameters()).device,
+                                      precision=run.precision(args.precision),
+                                      deterministic=args.deterministic or config.eval_deterministic)
+    if args.runs > 1 and options.deterministic:
         raise UsageError("--runs needs the stochastic sampler: the noise-free one gives the same "
                         "answer every run (drop --deterministic, or eval_deterministic in the run)")
     for steps in args.steps or [config.sampler_steps]:
         label = f"steps={steps}: " if steps is not None else ""
         if args.runs > 1:
-            r = inference_runs(run.method, data.test_x, data.test_y, runs=args.runs, steps=steps,
-                               seed=config.eval_seed, flush_denormal=config.flush_denormal,
-                               precision=precision)
+            r = inference_runs(run.method, data.test_x, data.test_y, args.runs, options.replace(steps=steps))
             each = " ".join(f"{a:.4f}" for a in r.accuracies)
             print(f"{label}test_accuracy {r.mean:.4f} +- {r.stderr:.4f} over {args.runs} sampler "
                   f"runs ({each}); majority vote {r.vote_accuracy:.4f}")
             continue
-        acc = evaluate_accuracy(
-            run.method, data.test_x, data.test_y, steps=steps, deterministic=deterministic,
-            seed=config.eval_seed, flush_denormal=config.flush_denormal, precision=precision,
-        )
+        acc = accuracy(run.method, data.test_x, data.test_y, options.replace(steps=steps))
         print(f"{label}test_accuracy {acc:.4f}")
     return 0
 

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from noprop.commands.args import UsageError
-from noprop.export import SUFFIX, export_model
-from noprop.run import checkpoint_path
-from noprop.training.checkpoint import CheckpointError
+from noprop.export import SUFFIX
+from noprop.saved_run import CheckpointError, SavedRun
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"the exported model's name must end in {SUFFIX}, got {args.out.name}")
     if args.out.exists() and not args.overwrite:
         raise UsageError(f"{args.out} exists; pass --overwrite to replace it")
-    out = export_model(checkpoint_path(args.run), args.out)
+    out = SavedRun.read(args.run).export(args.out)
     print(f"exported {args.run} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -12,7 +12,7 @@ from noprop.commands.args import UsageError, check_steps, positive_int
 from noprop.data import DataError
 from noprop.device import PRECISIONS
 from noprop.predict import predict
-from noprop.run import load_run
+from noprop.saved_run import load_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
 #: A per-batch training transform: ``(images (B, C, H, W), generator) -> images``, vectorised over
@@ -73,6 +74,15 @@ class ClassificationData:
     @property
     def spec(self) -> DataSpec:
         return DataSpec(tuple(self.train_x.shape[1:]), self.num_classes)
+
+    def check_trainable(self, *, augment: bool = False) -> None:
+        """One line, before any step, for a training split a run cannot train on."""
+        if len(self.train_x) < 2:  # BatchNorm cannot train on one example
+            raise DataError(f"{self.name}: the training split holds {len(self.train_x)} example(s); "
+                            "training needs at least 2")
+        if augment and self.train_transform is None:
+            raise ConfigError(f"augment applies to datasets with a training augmentation (CIFAR); "
+                              f"{self.name} has none")
 
 
 #: The fixed hold-out of data that comes without a test split: a seeded 20 % of the examples.

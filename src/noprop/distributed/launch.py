@@ -38,9 +38,17 @@ from noprop.device import resolve_device
 from noprop.distributed.comm import CommStats, Communicator, DistributedError
 from noprop.distributed.layout import make_layout
 from noprop.distributed.parallelism import DistributedParallelism
-from noprop.run import RunDirError, build_for, clear_run_files, opened_run, prepare_run_dir, refuse_finished
-from noprop.training.checkpoint import CheckpointError, load_checkpoint
-from noprop.training.trainer import CHECKPOINT, Trainer
+from noprop.methods import Method
+from noprop.run import (
+    RunDirError,
+    build_trainer,
+    clear_run_files,
+    opened_run,
+    prepare_run_dir,
+    refuse_finished,
+)
+from noprop.saved_run import CheckpointError, SavedRun
+from noprop.training.trainer import Trainer
 
 #: Seconds a collective may wait for its peers. Rank 0 evaluates alone after every epoch while the
 #: others wait at their next collective, so this must exceed one evaluation.
@@ -91,11 +99,9 @@ def process_group(backend: str, timeout_s: float) -> Iterator[ProcessInfo]:
         dist.destroy_process_group()
 
 
-class _Follower(Trainer):
-    """A rank other than 0: trains and syncs, but leaves evaluation (and all files) to rank 0."""
-
-    def evaluate(self) -> float:
-        return float("nan")
+def _no_evaluation(method: Method) -> list[float]:
+    """A rank other than 0 trains and syncs, but leaves evaluation (and all files) to rank 0."""
+    return [float("nan")]
 
 
 @dataclass
@@ -129,18 +135,21 @@ def rank_trainer(
     """
     config = config.resolved()
     check_supported(config, info.world_size)
-    method = build_for(config, data)  # seeded: every rank starts from the same model
     comm = Communicator(info.rank, timedelta(seconds=timeout_s))
-    layout = make_layout(config.parallel, info.rank, info.world_size, method.training_units())
-    hooks = DistributedParallelism(
-        layout, comm, parallel=config.parallel, block_order=config.block_order,
-        shared_sync_every=config.shared_sync_every, gather_optimizer_state=run_dir is not None,
-    )
+
+    def hooks(method: Method) -> DistributedParallelism:
+        return DistributedParallelism(
+            make_layout(config.parallel, info.rank, info.world_size, method.training_units()), comm,
+            parallel=config.parallel, block_order=config.block_order,
+            shared_sync_every=config.shared_sync_every, gather_optimizer_state=run_dir is not None,
+        )
+
+    # the model is built seeded: every rank starts from the same one
     if info.rank == 0:
-        trainer = Trainer(method, data, config, run_dir, parallelism=hooks)
+        trainer = build_trainer(config, data, run_dir, parallelism=hooks)
     else:
-        trainer = _Follower(method, data, config.replace(progress=False, log_epochs=False), None,
-                            parallelism=hooks)
+        trainer = build_trainer(config.replace(progress=False, log_epochs=False), data, None,
+                                parallelism=hooks, evaluation=_no_evaluation)
     torch.manual_seed(rank_seed(config.seed, info.rank, 0))
     return trainer
 
@@ -193,13 +202,13 @@ def _resume(trainer: Trainer, run_dir: Path | None, comm: Communicator, info: Pr
     """Rank 0 reads the checkpoint and sends it to the others (no shared file system needed)."""
     if run_dir is None:
         raise ConfigError("resuming needs a run directory")
-    state = None
+    saved = None
     if info.rank == 0:
-        trainer.resume()
-        state = load_checkpoint(run_dir / CHECKPOINT)
-    state = comm.broadcast_object("resume_broadcast", state, info.world_size)
+        saved = SavedRun.read(run_dir)
+        trainer.resume(saved)
+    saved = comm.broadcast_object("resume_broadcast", saved, info.world_size)
     if info.rank != 0:
-        trainer.load_state_dict(state)
+        trainer.restore(saved)
 
 
 # -- spawning local processes ----------------------------------------------------------------

@@ -40,7 +40,7 @@ from torch import Tensor
 from noprop.distributed.comm import Communicator
 from noprop.distributed.layout import ProcessLayout
 from noprop.methods.base import Method
-from noprop.training.trainer import Parallelism
+from noprop.training.parallelism import Parallelism
 
 
 def group_buffers(method: Method) -> dict[str, list[Tensor]]:

@@ -14,7 +14,7 @@ A replay takes the same step the eager loop takes:
   test in ``tests/training/test_graphs.py`` checks);
 * the optimizers are ``capturable`` (their step counts live on the GPU); a constant lr is
   recorded as a constant, and under an lr schedule the lr is a GPU tensor written in place
-  (:func:`noprop.training.lr_schedule.set_lr`), which the graph reads at every replay;
+  (:func:`noprop.training.optimizers.set_lr`), which the graph reads at every replay;
 * BatchNorm statistics are updated inside the graph.
 
 Capturing needs a few warm-up steps first (lazily created optimizer state, cuDNN's choice of
@@ -38,6 +38,10 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from noprop.config import RunConfig
+from noprop.settings import ConfigError
+from noprop.training.parallelism import Parallelism
 
 #: A training step: ``(unit, x, y) -> loss terms``; it updates the unit's parameters in place.
 StepBody = Callable[[int, Tensor, Tensor], dict[str, Tensor]]
@@ -207,3 +211,16 @@ class GraphedSteps:
         """For ``results.json``: whether graphs ran, and how many steps each way."""
         return {"cuda_graphs": "eager" if self.error else "captured", "cuda_graph_error": self.error,
                 "graph_steps": self.replayed, "eager_steps_beside_graphs": self.eager}
+
+
+def check_cuda_graphs(config: RunConfig, device: torch.device, parallelism: Parallelism) -> None:
+    """``cuda_graphs`` applies to one process on a CUDA device, in stop mode; else one line."""
+    if not config.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device; this run is on {device.type}")
+    if config.skip_nonfinite:
+        raise ConfigError("cuda_graphs cannot be used with skip_nonfinite (a recorded step cannot "
+                          "look at its gradients before the optimizer step)")
+    if type(parallelism) is not Parallelism:
+        raise ConfigError("cuda_graphs trains in one process; it is not available with --nproc/torchrun")

@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from noprop.training.progress import position, warn
 
 #: Steps between two host-side checks in stop mode.
 CHECK_EVERY = 50
@@ -120,3 +123,39 @@ def nonfinite_tensors(named: Iterable[tuple[str, Tensor]]) -> list[str]:
     if bool(ok.all()):
         return []
     return [n for (n, _), good in zip(items, ok.tolist(), strict=True) if not good]
+
+
+class FaultWatch:
+    """The trainer's NaN/inf handling: steps checked in bulk (stop mode) or one by one (skip mode),
+    and every report naming the unit, step and term, and where the last good checkpoint is."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir = run_dir
+        self.pending = PendingChecks()
+        #: (epoch, step) of the last checkpoint written, ``None`` before the first
+        self.saved_at: tuple[int, int] | None = None
+
+    def check_pending(self, steps_per_epoch: int) -> None:
+        """Raise :class:`NonFiniteError` for the first recorded bad step (one host sync)."""
+        fault = self.pending.first_fault()
+        if fault is not None:
+            raise NonFiniteError(self.message(fault.describe(), steps_per_epoch))
+
+    def message(self, text: str, steps_per_epoch: int) -> str:
+        if self.run_dir is None:
+            return f"{text}; no run directory, nothing was saved"
+        if self.saved_at is None:
+            return f"{text}; no checkpoint had been written yet"
+        at = position(*self.saved_at, steps_per_epoch)
+        return (f"{text}; the last good checkpoint (at {at}) is kept in {self.run_dir}: fix the cause "
+                "and resume with --resume, or add --skip-nonfinite to skip such batches")
+
+    @staticmethod
+    def skip(params: Iterable[Tensor], buffers: list[Tensor], snapshot: list[Tensor], fault: Fault) -> None:
+        """Skip mode: drop the batch's gradients and put the buffers (BatchNorm) back as they were."""
+        for p in params:
+            p.grad = None
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, snapshot, strict=True):
+                buffer.copy_(saved)
+        warn(f"noprop: skipped a batch: {fault.describe()}")

@@ -14,9 +14,6 @@ The paper trains at a constant lr (v1 Table 3): ``constant`` without warm-up is 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -32,21 +29,3 @@ def lr_factor(schedule: str, progress: float, epochs: int, warmup_epochs: float 
         done = min(max((progress - warmup_epochs) / span, 0.0), 1.0) if span > 0 else 1.0
         return 0.5 * (1.0 + math.cos(math.pi * done))
     raise ValueError(f"unknown lr schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-
-
-def set_lr(param_group: dict[str, Any], lr: float) -> None:
-    """Set one optimizer param group's lr. A tensor lr (CUDA graphs read it by its address,
-    :mod:`noprop.training.graphs`) is written in place, without a host sync."""
-    current = param_group["lr"]
-    if isinstance(current, torch.Tensor):
-        current.fill_(lr)
-    else:
-        param_group["lr"] = lr
-
-
-def plain_lrs(optimizer_state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer ``state_dict`` with tensor lrs as floats, so a checkpoint written with CUDA
-    graphs loads into any optimizer."""
-    groups = [{**g, "lr": float(g["lr"])} if isinstance(g["lr"], torch.Tensor) else g
-              for g in optimizer_state["param_groups"]]
-    return {**optimizer_state, "param_groups": groups}
