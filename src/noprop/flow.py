@@ -4,10 +4,12 @@ In the spirit of facebookresearch/flow_matching (``path`` / ``solver``): NoProp-
 trains a block to predict the path's velocity, then integrates that field at inference::
 
     path = LinearPath(sigma=0.0)
-    s = path.sample(z_0, u_y, t)            # s.z_t, s.velocity: the regression target
+    s = path.sample(u_y, t)                 # s.z_t, s.target (the velocity): the regression target
     z_1 = EulerSolver(steps=1000).integrate(lambda z, t: model_velocity(z, t), z_0)
 
-The path is the linear (rectified-flow / I-CFM) one, ``alpha_t = t``, ``sigma_t = 1 - t``.
+The path is the linear (rectified-flow / I-CFM) one, ``alpha_t = t``, ``sigma_t = 1 - t``. Its
+``sample(u, t, z_0)`` has the shape of the diffusion schedules' ``sample(u, t, eps)``
+(:class:`noprop.schedules.NoisingPath`): the clean label, the time, the noise it starts from.
 """
 
 from __future__ import annotations
@@ -18,18 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class PathSample:
-    """A point ``z_t`` on the path between ``z_0`` (noise) and ``z_1`` (label), and its velocity."""
-
-    z_t: Tensor
-    velocity: Tensor
+from noprop.schedules import PathSample
 
 
 @dataclass(frozen=True)
 class LinearPath:
-    """``z_t = t * z_1 + (1 - t) * z_0 + sigma * eps``, velocity ``z_1 - z_0`` (paper Eq. 10).
+    """``z_t = t * u + (1 - t) * z_0 + sigma * eps``, velocity ``u - z_0`` (paper Eq. 10, ``z_1 = u``).
 
     ``sigma`` widens the path into a tube of constant width (Tong et al.'s I-CFM); the paper
     writes the term but gives no value. ``sigma = 0`` is the straight line.
@@ -37,13 +33,18 @@ class LinearPath:
 
     sigma: float = 0.0
 
-    def sample(self, z_0: Tensor, z_1: Tensor, t: Tensor, eps: Tensor | None = None) -> PathSample:
-        """``z_0``, ``z_1``: ``(batch, d)``; ``t``: ``(batch,)`` in [0, 1]."""
+    def sample(self, u: Tensor, t: Tensor, z_0: Tensor | None = None, *, eps: Tensor | None = None
+               ) -> PathSample:
+        """``z_t`` and its target, the velocity ``u - z_0``. ``u`` (the end ``z_1``): ``(batch, d)``;
+        ``t``: ``(batch,)`` in [0, 1]; ``z_0`` defaults to ``torch.randn_like(u)``, and ``eps`` (drawn
+        after it, only if ``sigma > 0``) to another."""
+        if z_0 is None:
+            z_0 = torch.randn_like(u)
         tt = t.unsqueeze(-1)
-        z_t = tt * z_1 + (1.0 - tt) * z_0
+        z_t = tt * u + (1.0 - tt) * z_0
         if self.sigma > 0:
             z_t = z_t + self.sigma * (torch.randn_like(z_0) if eps is None else eps)
-        return PathSample(z_t=z_t, velocity=z_1 - z_0)
+        return PathSample(z_t=z_t, target=u - z_0)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,3 @@ class EulerSolver:
             z = z + dt * field(z, t)
         return z
 
-
-def euler_integrate(field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, steps: int) -> Tensor:
-    """``EulerSolver(steps).integrate(field, z_0)``, as a function."""
-    return EulerSolver(steps).integrate(field, z_0)

@@ -9,7 +9,7 @@ posterior coefficients ``(a_k, b_k, c_k)`` of :func:`noprop.schedules.posterior_
 at time ``t_{k-1}``). Usage::
 
     chain = posterior_chain(lambda k, z: model.denoise(k + 1, x, z),
-                            lambda k: model.schedule.posterior_coefficients(k + 1),
+                            lambda k: model.schedule.step_into(k + 1),
                             steps=T, shape=(len(x), d), device=x.device)
     logits = model.classifier(chain[-1])
 

@@ -9,23 +9,98 @@ is (almost) the clean label embedding ``u_y``. Every schedule here therefore has
 
 Two schedules live here:
 
-* :class:`CosineSchedule` - the fixed discrete schedule of NoProp-DT (T blocks, T + 1 levels).
+* :class:`CosineSchedule` - the fixed discrete schedule of NoProp-DT (T blocks, integer levels
+  ``t = 0 .. T``).
 * :class:`LearnedSchedule` - the trainable monotone schedule of NoProp-CT (paper App. B,
-  after Kingma et al.'s VDM).
+  after Kingma et al.'s VDM), continuous ``t`` in [0, 1].
 
-Both expose :meth:`posterior_coefficients`, the ``(a, b, c)`` of the Gaussian posterior
-``q(z_t | z_{t-1}, y) = N(a * u_y + b * z_{t-1}, c * I)`` that the inference sampler steps with
-(paper Eq. 3 and Eqs. 40-41).
+Both answer the same questions (:class:`NoiseSchedule`), so a method asks its schedule instead of
+re-deriving the formulas::
+
+    schedule.alpha_bar(t)                     # ab_t
+    schedule.snr(t)                           # ab_t / (1 - ab_t)
+    schedule.snr_derivative(t)                # DT: SNR(t) - SNR(t-1); CT: dSNR/dt
+    schedule.sample(u, t, eps=None)           # PathSample: z_t = sqrt(ab_t) u + sqrt(1 - ab_t) eps
+    schedule.posterior_coefficients(t_prev, t)
+
+``t`` is an int level (DT), or a tensor of levels / times broadcastable against the leading
+(non-feature) dims of ``u``: a per-example ``(batch,)`` tensor, or ``(k, 1)`` for ``k`` stacked
+samples of the whole batch (fused DT). :meth:`posterior_coefficients` gives the ``(a, b, c)`` of
+the Gaussian posterior ``q(z_t | z_{t_prev}, y) = N(a * u_y + b * z_{t_prev}, c * I)`` that the
+inference sampler steps with (paper Eq. 3 and Eqs. 40-41).
+
+Flow matching's :class:`noprop.flow.LinearPath` is the third way to noise a label: its ``sample``
+takes the same ``(u, t, noise)`` call and returns the same :class:`PathSample` (its target is the
+velocity rather than ``u``); :class:`NoisingPath` is what all three share.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """A draw ``z_t`` of a noising path at time ``t``, and what a block is trained to predict there.
+
+    ``target`` is the clean label embedding ``u`` for the diffusion schedules (DT, CT: the blocks
+    denoise toward it) and the velocity ``dz_t/dt`` for flow matching's path.
+    """
+
+    z_t: Tensor
+    target: Tensor
+
+
+@runtime_checkable
+class NoisingPath(Protocol):
+    """Anything that noises a label embedding ``u`` at time ``t``: both schedules and FM's path."""
+
+    def sample(self, u: Tensor, t: Tensor | int, noise: Tensor | None = None, /) -> PathSample:
+        """``z_t`` (drawn with ``noise``, or fresh standard normal noise) and its training target."""
+        ...
+
+
+@runtime_checkable
+class NoiseSchedule(NoisingPath, Protocol):
+    """A diffusion schedule ``q(z_t | y) = N(sqrt(ab_t) u_y, (1 - ab_t) I)``, ``ab_t`` rising in t."""
+
+    def alpha_bar(self, t: Tensor | int) -> Tensor:
+        """``ab_t``."""
+        ...
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        """``SNR(t) = ab_t / (1 - ab_t)``."""
+        ...
+
+    def snr_derivative(self, t: Tensor | int) -> Tensor:
+        """How fast SNR rises into ``t``: the weight of the denoising loss there."""
+        ...
+
+    def posterior_coefficients(self, t_prev: Tensor | int, t: Tensor | int) -> PosteriorCoefficients:
+        """``(a, b, c)`` of ``q(z_t | z_{t_prev}, y)``."""
+        ...
+
+
+def _per_row(level: Tensor) -> Tensor:
+    """A noise level (one per row of ``u``) made to broadcast over the feature dim; scalars stay."""
+    return level.unsqueeze(-1) if level.dim() > 0 else level
+
+
+def gaussian_sample(u: Tensor, alpha_bar: Tensor, one_minus_alpha_bar: Tensor,
+                    eps: Tensor | None = None) -> PathSample:
+    """``z = sqrt(ab) * u + sqrt(1 - ab) * eps`` (eps standard normal if not given); target ``u``.
+
+    ``alpha_bar`` and ``one_minus_alpha_bar`` are scalars or shaped like ``u`` without its last dim.
+    """
+    ab, rest = _per_row(alpha_bar), _per_row(one_minus_alpha_bar)
+    z_t = ab.sqrt() * u + rest.sqrt() * (torch.randn_like(u) if eps is None else eps)
+    return PathSample(z_t=z_t, target=u)
 
 
 @dataclass(frozen=True)
@@ -92,26 +167,55 @@ class CosineSchedule(nn.Module):
             return torch.cos((v + offset) / (1.0 + offset) * math.pi / 2).pow(2)
 
         alpha_bar = (f(s) / f(0.0)).clamp(clip, 1.0 - clip)
-        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+        #: ``alpha_bar_t`` for every level ``t = 0 .. T`` (shape ``(T + 1,)``), rising
+        self.register_buffer("alpha_bars", alpha_bar.float(), persistent=False)
 
     @property
-    def snr(self) -> Tensor:
-        """``SNR(t)`` for ``t = 0 .. T`` (shape ``(T + 1,)``), increasing."""
-        return self.alpha_bar / (1.0 - self.alpha_bar)
+    def levels(self) -> Tensor:
+        """All levels ``0 .. T`` as a tensor (on the schedule's device)."""
+        return torch.arange(self.num_steps + 1, device=self.alpha_bars.device)
+
+    def alpha_bar(self, t: Tensor | int) -> Tensor:
+        """``alpha_bar_t`` at level(s) ``t`` (an int, or an integer tensor of any shape)."""
+        return self.alpha_bars[t]
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        """``SNR(t) = alpha_bar_t / (1 - alpha_bar_t)``, increasing in the level ``t``."""
+        ab = self.alpha_bar(t)
+        return ab / (1.0 - ab)
+
+    def snr_derivative(self, t: Tensor | int) -> Tensor:
+        """The discrete derivative ``SNR(t) - SNR(t-1)`` into level ``t >= 1``: positive."""
+        return self.snr(t) - self.snr(t - 1)
 
     def denoising_weights(self, eta: float) -> Tensor:
         """Weight of block t's squared error in Eq. 8: ``T * eta / 2 * (SNR(t) - SNR(t-1))``.
 
         Shape ``(T,)``, entry ``t - 1`` belongs to block ``t``. All positive.
         """
-        snr = self.snr
-        return self.num_steps * eta / 2.0 * (snr[1:] - snr[:-1])
+        return self.num_steps * eta / 2.0 * self.snr_derivative(self.levels[1:])
 
-    def posterior_coefficients(self, t: int) -> PosteriorCoefficients:
-        """Coefficients for the inference step into level ``t`` (``1 <= t <= T``)."""
+    def sample(self, u: Tensor, t: Tensor | int, eps: Tensor | None = None) -> PathSample:
+        """``z_t = sqrt(ab_t) * u + sqrt(1 - ab_t) * eps``, a draw of ``q(z_t | y)``; target ``u``.
+
+        ``t``: an int level, or integer levels broadcastable against ``u``'s leading dims
+        (``(batch,)``: one level per example; ``(k, 1)``: ``k`` samples of the batch, ``eps`` then
+        ``(k, batch, d)``). ``eps`` defaults to ``torch.randn_like(u)``.
+        """
+        ab = self.alpha_bar(t)
+        return gaussian_sample(u, ab, 1.0 - ab, eps)
+
+    def posterior_coefficients(self, t_prev: Tensor | int, t: Tensor | int) -> PosteriorCoefficients:
+        """Coefficients for an inference step from level ``t_prev`` to ``t > t_prev`` (Eqs. 40-41)."""
+        if isinstance(t_prev, int) and isinstance(t, int) and not 0 <= t_prev < t <= self.num_steps:
+            raise ValueError(f"need 0 <= t_prev < t <= {self.num_steps}, got t_prev={t_prev}, t={t}")
+        return posterior_coefficients(self.alpha_bar(t_prev), self.alpha_bar(t))
+
+    def step_into(self, t: int) -> PosteriorCoefficients:
+        """Coefficients for the inference step into level ``t`` (``1 <= t <= T``): from ``t - 1``."""
         if not 1 <= t <= self.num_steps:
             raise ValueError(f"t must be in [1, {self.num_steps}], got {t}")
-        return posterior_coefficients(self.alpha_bar[t - 1], self.alpha_bar[t])
+        return self.posterior_coefficients(t - 1, t)
 
 
 class _PositiveLinear(nn.Module):
@@ -196,9 +300,11 @@ class LearnedSchedule(nn.Module):
         return self.gamma_0 + width * (1.0 - gbar), -width * g_slope / span
 
     def alpha_bar(self, t: Tensor) -> Tensor:
+        """``alpha_bar(t) = sigmoid(-gamma(t))`` for ``t`` in [0, 1] (any shape)."""
         return torch.sigmoid(-self.gamma(t))
 
     def snr(self, t: Tensor) -> Tensor:
+        """``SNR(t) = alpha_bar / (1 - alpha_bar) = exp(-gamma(t))``."""
         return torch.exp(-self.gamma(t))
 
     def snr_derivative(self, t: Tensor) -> Tensor:
@@ -211,6 +317,15 @@ class LearnedSchedule(nn.Module):
         accurate (and its square root differentiable) when ``alpha_bar`` is close to 1."""
         gamma = self.gamma(t)
         return torch.sigmoid(-gamma), torch.sigmoid(gamma)
+
+    def sample(self, u: Tensor, t: Tensor, eps: Tensor | None = None) -> PathSample:
+        """``z_t = sqrt(ab(t)) * u + sqrt(1 - ab(t)) * eps``, a draw of ``q(z_t | y)``; target ``u``.
+
+        ``t``: times in [0, 1] broadcastable against ``u``'s leading dims (``(batch,)``: one per
+        example); ``1 - ab`` is taken from :meth:`noise_levels`. ``eps`` defaults to
+        ``torch.randn_like(u)``.
+        """
+        return gaussian_sample(u, *self.noise_levels(t), eps)
 
     def posterior_coefficients(self, t_prev: Tensor, t: Tensor) -> PosteriorCoefficients:
         """Coefficients for an inference step from time ``t_prev`` to ``t > t_prev``.

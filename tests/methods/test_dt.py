@@ -8,9 +8,10 @@ import torch
 from noprop.blocks import DTBlock, TimeBlock
 from noprop.config import RunConfig
 from noprop.encoders import EncoderFactory
+from noprop.inference import accuracy as evaluate_accuracy
 from noprop.methods import NoPropDT
 from noprop.spec import DataSpec
-from noprop.training.trainer import Trainer, evaluate_accuracy
+from noprop.training.trainer import Trainer
 
 MNIST, CIFAR10 = DataSpec.image(1, 28, 28, 10), DataSpec.image(3, 32, 32, 10)
 CIFAR100 = DataSpec.image(3, 32, 32, 100)
@@ -65,7 +66,7 @@ def test_sampler_uses_posterior_coefficients_of_each_step() -> None:
     torch.manual_seed(0)
     chain = model.sample_chain(torch.zeros(20_000, 1, 8, 8))
     for t, z in enumerate(chain):
-        ab = model.schedule.alpha_bar[t]
+        ab = model.schedule.alpha_bar(t)
         assert torch.allclose(z.mean(0), ab.sqrt() * u, atol=0.03), f"mean of z_{t}"
         if t > 0:
             assert torch.allclose(z.var(0), (1 - ab).expand(4), atol=0.03), f"variance of z_{t}"
@@ -83,7 +84,7 @@ def test_with_bayes_optimal_blocks_one_pass_draws_the_class_from_p_y_given_x() -
     u = model.embedding.weight                                 # one-hot rows
 
     def bayes_optimal(t: int, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        ab = model.schedule.alpha_bar[t - 1]                   # block t reads z_{t-1}
+        ab = model.schedule.alpha_bar(t - 1)                   # block t reads z_{t-1}
         log_lik = -(z[:, None, :] - ab.sqrt() * u).pow(2).sum(-1) / (2 * (1 - ab))
         return torch.softmax(log_lik + pi.log(), dim=-1) @ u
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from noprop.flow import LinearPath, euler_integrate
+from noprop.flow import EulerSolver, LinearPath
 from noprop.methods import NoPropFM, build_method
 from noprop.spec import DataSpec
 
@@ -23,19 +23,31 @@ def test_linear_path_starts_at_noise_ends_at_label_and_has_constant_velocity() -
     torch.manual_seed(0)
     z_0, z_1 = torch.randn(4, 5), torch.randn(4, 5)
     path = LinearPath()
-    assert torch.equal(path.sample(z_0, z_1, torch.zeros(4)).z_t, z_0)
-    assert torch.equal(path.sample(z_0, z_1, torch.ones(4)).z_t, z_1)
+    assert torch.equal(path.sample(z_1, torch.zeros(4), z_0).z_t, z_0)
+    assert torch.equal(path.sample(z_1, torch.ones(4), z_0).z_t, z_1)
     t, h = torch.full((4,), 0.3, dtype=torch.float64), 1e-6
     z_0, z_1 = z_0.double(), z_1.double()
-    numeric = (path.sample(z_0, z_1, t + h).z_t - path.sample(z_0, z_1, t - h).z_t) / (2 * h)
+    numeric = (path.sample(z_1, t + h, z_0).z_t - path.sample(z_1, t - h, z_0).z_t) / (2 * h)
     torch.testing.assert_close(numeric, z_1 - z_0)
-    assert torch.equal(path.sample(z_0, z_1, t).velocity, z_1 - z_0)
+    assert torch.equal(path.sample(z_1, t, z_0).target, z_1 - z_0)
+
+
+def test_path_draws_z_0_then_the_width_noise_when_not_given() -> None:
+    u, t = torch.randn(3, 4), torch.rand(3)
+    for sigma in (0.0, 0.2):
+        torch.manual_seed(5)
+        drawn = LinearPath(sigma).sample(u, t)
+        torch.manual_seed(5)
+        z_0 = torch.randn_like(u)
+        eps = torch.randn_like(u) if sigma > 0 else None
+        assert torch.equal(drawn.z_t, LinearPath(sigma).sample(u, t, z_0, eps=eps).z_t)
+        assert torch.equal(drawn.target, u - z_0)
 
 
 def test_path_width_sigma_adds_exactly_sigma_times_the_noise() -> None:
     z_0, z_1, eps = torch.zeros(2, 3), torch.ones(2, 3), torch.full((2, 3), 2.0)
     t = torch.tensor([0.25, 1.0])
-    z_t = LinearPath(sigma=0.1).sample(z_0, z_1, t, eps=eps).z_t
+    z_t = LinearPath(sigma=0.1).sample(z_1, t, z_0, eps=eps).z_t
     torch.testing.assert_close(z_t, t.unsqueeze(-1) * z_1 + 0.2)
 
 
@@ -43,26 +55,26 @@ def test_path_width_sigma_adds_exactly_sigma_times_the_noise() -> None:
 def test_euler_reaches_the_exact_end_of_a_constant_field() -> None:
     z_0, c = torch.randn(3, 4), torch.randn(3, 4)
     for steps in (1, 7, 100):
-        torch.testing.assert_close(euler_integrate(lambda z, t: c, z_0, steps), z_0 + c)
+        torch.testing.assert_close(EulerSolver(steps).integrate(lambda z, t: c, z_0), z_0 + c)
 
 
 def test_euler_on_linear_fields_gives_the_known_discrete_answer() -> None:
     z_0 = torch.randn(2, 3, dtype=torch.float64)
     n = 50
     # dz/dt = -z: Euler multiplies by (1 - 1/n) each step
-    torch.testing.assert_close(euler_integrate(lambda z, t: -z, z_0, n), (1 - 1 / n) ** n * z_0)
+    torch.testing.assert_close(EulerSolver(n).integrate(lambda z, t: -z, z_0), (1 - 1 / n) ** n * z_0)
     # dz/dt = t: Euler sums the left Riemann sum, (n - 1) / (2 n)
-    out = euler_integrate(lambda z, t: t.expand_as(z), torch.zeros(2, 3, dtype=torch.float64), n)
+    out = EulerSolver(n).integrate(lambda z, t: t.expand_as(z), torch.zeros(2, 3, dtype=torch.float64))
     torch.testing.assert_close(out, torch.full((2, 3), (n - 1) / (2 * n), dtype=torch.float64))
     # and it converges to exp(-1) as the step count grows
-    fine = euler_integrate(lambda z, t: -z, z_0, 2000)
+    fine = EulerSolver(2000).integrate(lambda z, t: -z, z_0)
     torch.testing.assert_close(fine, torch.exp(torch.tensor(-1.0, dtype=torch.float64)) * z_0,
                                rtol=5e-4, atol=1e-6)
 
 
 def test_euler_rejects_zero_steps() -> None:
     with pytest.raises(ValueError, match="steps"):
-        euler_integrate(lambda z, t: z, torch.zeros(1, 1), 0)
+        EulerSolver(0)
 
 
 # -- the method ----------------------------------------------------------------------------

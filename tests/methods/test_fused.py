@@ -15,7 +15,8 @@ from noprop.methods import build_method
 from noprop.methods.dt import NoPropDT
 from noprop.methods.dt_fused import StackedBlocks, fused_loss
 from noprop.spec import DataSpec
-from noprop.training.trainer import Trainer, make_optimizers
+from noprop.training.optimizers import make_optimizers
+from noprop.training.trainer import Trainer
 
 SPEC = DataSpec.image(channels=1, height=8, width=8, num_classes=4)
 T = 3
@@ -58,11 +59,10 @@ def without_dropout(method: NoPropDT) -> NoPropDT:
 def feed_noise(method: NoPropDT, eps_prev: torch.Tensor, eps_T: torch.Tensor) -> dict[str, int]:
     """Make ``unit_loss`` draw the given noise; set the returned ``["unit"]`` before each call."""
     state = {"unit": 0}
-    ab = method.schedule.alpha_bar
 
     def noisy_label(u: torch.Tensor, level: int) -> torch.Tensor:
         eps = eps_prev[level] if level < method.num_blocks else eps_T[state["unit"]]
-        return ab[level].sqrt() * u + (1.0 - ab[level]).sqrt() * eps
+        return method.schedule.sample(u, level, eps).z_t
 
     method.noisy_label = noisy_label  # type: ignore[method-assign]
     return state

@@ -73,7 +73,7 @@ def _backprop_chain_loss(model: NoPropDT, x: torch.Tensor, y: torch.Tensor) -> t
     """What end-to-end backprop through the inference chain would hold in memory."""
     z = torch.randn(x.shape[0], model.embedding.dim)
     for t in range(1, model.num_blocks + 1):
-        coef = model.schedule.posterior_coefficients(t)
+        coef = model.schedule.step_into(t)
         z = coef.a * model.denoise(t, x, z) + coef.b * z
     return nn.functional.cross_entropy(model.classifier(z), y)
 

@@ -32,10 +32,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.blocks import DTBlock
-from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.encoders import check_unshared, trainable
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import EmbeddingConfig, EncoderConfig
+from noprop.methods.label_embedding import LabelEmbeddingMethod
 from noprop.settings import ConfigError, setting
 from noprop.spec import DataSpec
 
@@ -74,7 +74,7 @@ class BackpropConfig(EmbeddingConfig):
             raise ConfigError(f"initial_mix must lie in (-1, 1) (a_t = tanh(w_t)), got {self.initial_mix}")
 
 
-class BackpropChain(Method):
+class BackpropChain(LabelEmbeddingMethod):
     """NoProp-DT's blocks chained as ``z_t = (1 - a_t) z_{t-1} + a_t u_hat_t`` and trained end to end.
 
     Two starting values the paper leaves open, both measured in docs/methods.md:
@@ -92,17 +92,18 @@ class BackpropChain(Method):
     name = "backprop"
     default_optimizer = "adamw"
     config_class = BackpropConfig
+    config: BackpropConfig
+    classifier: nn.Linear
 
     def __init__(self, spec: DataSpec, config: BackpropConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
-        num_blocks, embedding = self.config.num_blocks, self.config.embedding
-        dim = embedding_dim_for(embedding, spec, self.config.embedding_dim)
+        num_blocks = self.config.num_blocks
         encoders = self.config.encoder_factory(spec, batch_norm=True)
         self.num_blocks = num_blocks
-        self.embedding = ClassEmbedding(embedding, spec.num_classes, dim)
+        dim = self.add_embedding()
         self.blocks = nn.ModuleList(DTBlock(encoders, dim) for _ in range(num_blocks))
         check_unshared(self.blocks, self.config.encoder)
-        self.classifier = nn.Linear(dim, spec.num_classes)
+        self.add_classifier()
         mix = initial_mix_for(num_blocks) if self.config.initial_mix is None else self.config.initial_mix
         self.mix_logits = nn.Parameter(torch.full((num_blocks,), math.atanh(mix)))
         self._init_classifier()
@@ -121,17 +122,16 @@ class BackpropChain(Method):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {f"block{t}": trainable(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
-        groups["shared"] = [*self.classifier.parameters(), *self.embedding.parameters(), self.mix_logits]
+        groups["shared"] = [*self.readout_parameters(), self.mix_logits]
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("all", tuple(self.parameter_groups()))]
 
     def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
-        if self.embedding.kind == "prototype":
-            self.embedding.init_prototypes(train_x, train_y)
-            if self.config.classifier_init == "embedding":
-                self._init_classifier()
+        super().prepare(train_x, train_y)  # prototype embeddings start at the class medoids
+        if self.embedding.kind == "prototype" and self.config.classifier_init == "embedding":
+            self._init_classifier()
 
     def chain(self, x: Tensor, *, deterministic: bool = False,
               generator: torch.Generator | None = None) -> list[Tensor]:
@@ -144,7 +144,7 @@ class BackpropChain(Method):
         mix = torch.tanh(self.mix_logits)
         out = []
         for t, block in enumerate(self.blocks):
-            u_hat = F.softmax(block(x, z), dim=-1) @ self.embedding.weight
+            u_hat = self.label_estimate(block(x, z))
             z = (1 - mix[t]) * z + mix[t] * u_hat
             out.append(z)
         return out

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.blocks import TimeBlock
-from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.encoders import trainable
-from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
+from noprop.methods.label_embedding import LabelEmbeddingMethod
 from noprop.sampler import posterior_chain
 from noprop.schedules import LearnedSchedule, PosteriorCoefficients, gaussian_prior_kl
 from noprop.settings import setting
@@ -55,7 +55,7 @@ class CTConfig(EmbeddingConfig):
                                     positive=True, metavar="G")
 
 
-class NoPropCT(Method):
+class NoPropCT(LabelEmbeddingMethod):
     """Continuous-time NoProp: a single block ``u_hat(z_t, x, t)`` trained at random times."""
 
     name = "ct"
@@ -67,41 +67,36 @@ class NoPropCT(Method):
     }
     config_class = CTConfig
     config: CTConfig
+    classifier: nn.Linear
 
     def __init__(self, spec: DataSpec, config: CTConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
         c = self.config
-        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
         self.eta = c.eta
         self.inference_steps = c.inference_steps
         self.schedule = LearnedSchedule(gamma_0=-c.schedule_gamma, gamma_1=c.schedule_gamma)
-        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        dim = self.add_embedding()
         self.block = TimeBlock(c.encoder_factory(spec, batch_norm=False), dim)
-        self.classifier = nn.Linear(dim, spec.num_classes)
+        self.add_classifier()
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         # The schedule sits with the classifier and W_embed in "shared": like them it defines the
         # noising process and the read-out, not the block's function. CT has a single unit, so
         # the split changes nothing in training; it keeps "block" = the network that is run T times.
-        shared = [*self.classifier.parameters(), *self.embedding.parameters(), *self.schedule.parameters()]
+        shared = [*self.readout_parameters(), *self.schedule.parameters()]
         return {"block": trainable(self.block.parameters()), "shared": shared}
 
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("block", ("block", "shared"))]
 
-    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
-        if self.embedding.kind == "prototype":
-            self.embedding.init_prototypes(train_x, train_y)
-
     def noisy_label(self, u: Tensor, t: Tensor) -> Tensor:
-        """A sample of ``q(z_t | y)`` for per-example times ``t`` (shape ``(batch,)``)."""
-        ab, one_minus_ab = self.schedule.noise_levels(t)
-        return ab.sqrt().unsqueeze(-1) * u + one_minus_ab.sqrt().unsqueeze(-1) * torch.randn_like(u)
+        """A sample of ``q(z_t | y)`` at per-example times ``t`` (``(batch,)``): the schedule's ``sample``."""
+        return self.schedule.sample(u, t).z_t
 
     def denoise(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """The block's estimate of the clean label: ``softmax(block(x, z, t)) @ W_embed``."""
-        return F.softmax(self.block(x, z, t), dim=-1) @ self.embedding.weight
+        return self.label_estimate(self.block(x, z, t))
 
     def loss_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """The three terms of Eq. 9 (with their graphs) and, for logging, the mean squared error."""
@@ -139,8 +134,7 @@ class NoPropCT(Method):
         features = self.block.image_features(x)
 
         def denoise(k: int, z: Tensor) -> Tensor:
-            logits = self.block.forward_features(features, z, grid[k])
-            return F.softmax(logits, dim=-1) @ self.embedding.weight
+            return self.label_estimate(self.block.forward_features(features, z, grid[k]))
 
         return posterior_chain(
             denoise, lambda k: PosteriorCoefficients(a=coef.a[k], b=coef.b[k], c=coef.c[k]), steps=steps,

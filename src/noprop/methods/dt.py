@@ -42,11 +42,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.blocks import DTBlock
-from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.encoders import check_unshared, trainable
-from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
 from noprop.methods.dt_fused import FusedSteps, StackedBlocks
+from noprop.methods.label_embedding import LabelEmbeddingMethod
 from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
 from noprop.settings import ConfigError, setting
@@ -84,32 +84,32 @@ class PerBlockSteps:
     def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
                      generator: torch.Generator | None) -> list[Tensor]:
         return posterior_chain(
-            lambda k, z: m.denoise(k + 1, x, z), lambda k: m.schedule.posterior_coefficients(k + 1),
+            lambda k, z: m.denoise(k + 1, x, z), lambda k: m.schedule.step_into(k + 1),
             steps=m.num_blocks, shape=(x.shape[0], m.embedding.dim), device=x.device,
             deterministic=deterministic, generator=generator,
         )
 
 
-class NoPropDT(Method):
+class NoPropDT(LabelEmbeddingMethod):
     """Discrete-time NoProp with ``num_blocks`` independently trained blocks."""
 
     name = "dt"
     default_optimizer = "adamw"
     config_class = DTConfig
     config: DTConfig
+    classifier: nn.Linear
 
     def __init__(self, spec: DataSpec, config: DTConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
         c = self.config
-        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
         self.num_blocks = c.num_blocks
         self.eta = c.eta
         self.schedule = CosineSchedule(c.num_blocks, clip=c.schedule_clip)
-        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        dim = self.add_embedding()
         encoders = c.encoder_factory(spec, batch_norm=True)
         self.blocks = nn.ModuleList(DTBlock(encoders, dim) for _ in range(c.num_blocks))
         check_unshared(self.blocks, c.encoder)
-        self.classifier = nn.Linear(dim, spec.num_classes)
+        self.add_classifier()
         self.register_buffer("weights", self.schedule.denoising_weights(c.eta), persistent=False)
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
@@ -133,24 +133,19 @@ class NoPropDT(Method):
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {f"block{t}": trainable(b.parameters()) for t, b in enumerate(self.blocks, start=1)}
-        groups["shared"] = list(self.classifier.parameters()) + list(self.embedding.parameters())
+        groups["shared"] = self.readout_parameters()
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
         return self.steps.training_units(self)
 
-    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
-        if self.embedding.kind == "prototype":
-            self.embedding.init_prototypes(train_x, train_y)
-
     def noisy_label(self, u: Tensor, level: int) -> Tensor:
-        """A sample of ``q(z_level | y) = N(sqrt(ab) u_y, (1 - ab) I)``."""
-        ab = self.schedule.alpha_bar[level]
-        return ab.sqrt() * u + (1.0 - ab).sqrt() * torch.randn_like(u)
+        """A sample of ``q(z_level | y) = N(sqrt(ab) u_y, (1 - ab) I)`` (the schedule's ``sample``)."""
+        return self.schedule.sample(u, level).z_t
 
     def denoise(self, t: int, x: Tensor, z: Tensor) -> Tensor:
         """Block t's estimate of the clean label: ``softmax(block_t(x, z)) @ W_embed``."""
-        return F.softmax(self.blocks[t - 1](x, z), dim=-1) @ self.embedding.weight
+        return self.label_estimate(self.blocks[t - 1](x, z))
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
         return self.steps.unit_loss(self, unit, x, y)
@@ -162,7 +157,7 @@ class NoPropDT(Method):
         sq_error = (u_hat - u).pow(2).sum(-1).mean()
         denoise = self.weights[t - 1] * sq_error
         ce = F.cross_entropy(self.classifier(self.noisy_label(u, self.num_blocks)), y)
-        kl = gaussian_prior_kl(u, self.schedule.alpha_bar[0]).mean()
+        kl = gaussian_prior_kl(u, self.schedule.alpha_bar(0)).mean()
         return LossOutput(
             loss=ce + kl + denoise,
             terms={"ce": ce.detach(), "kl": kl.detach(), "denoise": denoise.detach(),

@@ -174,15 +174,6 @@ class StackedBlocks:
         return torch.stack(outs)
 
 
-def noisy_labels(alpha_bar: Tensor, u: Tensor, eps: Tensor) -> Tensor:
-    """``z[k] = sqrt(ab[k]) u + sqrt(1 - ab[k]) eps[k]``: samples of ``q(z | y)`` at levels ``ab``.
-
-    ``alpha_bar``: ``(k,)``; ``u``: ``(batch, d)``; ``eps``: ``(k, batch, d)`` -> ``(k, batch, d)``.
-    """
-    ab = alpha_bar[:, None, None]
-    return ab.sqrt() * u + (1.0 - ab).sqrt() * eps
-
-
 def fused_loss(method: NoPropDT, x: Tensor, y: Tensor, noise: tuple[Tensor, Tensor] | None = None
                ) -> LossOutput:
     """``sum_t`` of block t's loss (Eq. 8 with t fixed), every block on its own noisy target.
@@ -199,15 +190,16 @@ def fused_loss(method: NoPropDT, x: Tensor, y: Tensor, noise: tuple[Tensor, Tens
     if noise is None:
         noise = tuple(torch.randn((2, T, *u.shape), device=u.device, dtype=u.dtype).unbind(0))
     eps_prev, eps_T = noise
-    alpha_bar = method.schedule.alpha_bar
-    z_prev = noisy_labels(alpha_bar[:-1], u, eps_prev)
+    schedule = method.schedule
+    levels = schedule.levels[:, None]  # (T + 1, 1): one sample of the whole batch per level
+    z_prev = schedule.sample(u, levels[:-1], eps_prev).z_t  # (T, batch, d): block t reads level t - 1
     logits = method.stacked(x, z_prev, in_dims=(None, 0))
-    u_hat = F.softmax(logits, dim=-1) @ method.embedding.weight
+    u_hat = method.label_estimate(logits)
     sq_error = (u_hat - u).pow(2).sum(-1).mean(-1)
     denoise = method.weights * sq_error
-    z_T = noisy_labels(alpha_bar[-1:].expand(T), u, eps_T)
+    z_T = schedule.sample(u, levels[-1:].expand(T, 1), eps_T).z_t
     ce = F.cross_entropy(method.classifier(z_T).flatten(0, 1), y.repeat(T))
-    kl = gaussian_prior_kl(u, alpha_bar[0]).mean()
+    kl = gaussian_prior_kl(u, schedule.alpha_bar(0)).mean()
     return LossOutput(
         loss=T * (ce + kl) + denoise.sum(),
         terms={"ce": ce.detach(), "kl": kl.detach(), "denoise": denoise.mean().detach(),
@@ -231,11 +223,10 @@ def fused_sample_chain(
 
     def denoise(k: int, z: Tensor) -> Tensor:  # DTBlock.forward with the image features precomputed
         block = method.blocks[k]
-        logits = block.head(torch.cat([features[k], block.label(z)], dim=1))
-        return F.softmax(logits, dim=-1) @ method.embedding.weight
+        return method.label_estimate(block.head(torch.cat([features[k], block.label(z)], dim=1)))
 
     return posterior_chain(
-        denoise, lambda k: method.schedule.posterior_coefficients(k + 1), steps=method.num_blocks,
+        denoise, lambda k: method.schedule.step_into(k + 1), steps=method.num_blocks,
         shape=(x.shape[0], method.embedding.dim), device=x.device, deterministic=deterministic,
         generator=generator,
     )

@@ -2,7 +2,7 @@
 
 The path runs from Gaussian noise at ``t = 0`` to the class embedding at ``t = 1``::
 
-    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps     (noprop.flow.LinearPath)
+    z_0 ~ N(0, I),   z_1 = u_y,   z_t = t * u_y + (1 - t) * z_0 + sigma * eps   (LinearPath.sample)
 
 and its velocity is ``d z_t / dt = u_y - z_0``. Training step (the only :class:`TrainingUnit`),
 with ``t ~ U[0, 1]`` per example::
@@ -26,11 +26,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.blocks import TimeBlock
-from noprop.embeddings import ClassEmbedding, embedding_dim_for
 from noprop.encoders import trainable
 from noprop.flow import EulerSolver, LinearPath
-from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
+from noprop.methods.label_embedding import LabelEmbeddingMethod
 from noprop.settings import setting
 from noprop.spec import DataSpec
 
@@ -44,7 +44,7 @@ class FMConfig(EmbeddingConfig):
                               minimum=0)
 
 
-class NoPropFM(Method):
+class NoPropFM(LabelEmbeddingMethod):
     """Flow-matching NoProp: a single block predicts the velocity toward the label embedding."""
 
     name = "fm"
@@ -58,17 +58,20 @@ class NoPropFM(Method):
     def __init__(self, spec: DataSpec, config: FMConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
         c = self.config
-        dim = embedding_dim_for(c.embedding, spec, c.embedding_dim)
         self.inference_steps = c.inference_steps
         self.path = LinearPath(c.fm_sigma)
-        self.embedding = ClassEmbedding(c.embedding, spec.num_classes, dim)
+        dim = self.add_embedding()
         self.block = TimeBlock(c.encoder_factory(spec, batch_norm=False), dim)
         # The anchor classifier exists only with learned embeddings (Alg. 3): with one-hot ones
         # the flow loss is the whole objective and prediction never uses a classifier.
-        self.classifier = nn.Linear(dim, spec.num_classes) if self.embedding.trainable else None
+        self.classifier = None
+        if self.embedding.trainable:
+            self.add_classifier()
 
     # -- training -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        # embedding before classifier (DT/CT's readout_parameters() has the other order): kept, as
+        # the optimizer state of saved runs is indexed by position in the group
         shared = list(self.embedding.parameters())
         if self.classifier is not None:
             shared += list(self.classifier.parameters())
@@ -77,10 +80,6 @@ class NoPropFM(Method):
     def training_units(self) -> list[TrainingUnit]:
         return [TrainingUnit("block", ("block", "shared"))]
 
-    def prepare(self, train_x: Tensor, train_y: Tensor) -> None:
-        if self.embedding.kind == "prototype":
-            self.embedding.init_prototypes(train_x, train_y)
-
     def velocity(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """``v = block(x, z, t) @ W_embed``: logits as unrestricted weights on the embeddings."""
         return self.block(x, z, t) @ self.embedding.weight
@@ -88,9 +87,9 @@ class NoPropFM(Method):
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
         u = self.embedding(y)
         t = torch.rand(len(y), device=u.device)
-        path = self.path.sample(torch.randn_like(u), u, t)
+        path = self.path.sample(u, t)  # draws z_0 (then eps, if sigma > 0)
         v = self.velocity(x, path.z_t, t)
-        flow = (v - path.velocity).pow(2).sum(-1).mean()
+        flow = (v - path.target).pow(2).sum(-1).mean()
         terms = {"flow": flow.detach()}
         loss = flow
         if self.classifier is not None:
