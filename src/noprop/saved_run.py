@@ -34,7 +34,7 @@ from torch import Tensor
 from noprop._version import __version__
 from noprop.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from noprop.config import ConfigError, RunConfig, model_differences
-from noprop.device import resolve_precision
+from noprop.device import cpu_has_native_bf16, peak_memory_mb, resolve_precision
 from noprop.export import META_KEYS, ExportError, is_exported, read_model, write_model
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
@@ -292,6 +292,51 @@ def load_model_state(method: Method, model_state: dict[str, Any], source: str) -
         built = f" (encoder {encoder})" if encoder else ""
         raise CheckpointError(f"{source}: the saved model does not fit the one its config builds{built}: "
                               f"{first}") from None
+
+
+def metrics_row(config: RunConfig, epoch: int, terms: dict[str, float], accuracy: float, seconds: float,
+                fraction: float, skipped: int, train_rows: int) -> dict[str, Any]:
+    """One row of ``metrics.csv``: an epoch's mean loss terms, test accuracy and cost (``fraction``:
+    of the epoch trained, below 1 when the time budget cut it; ``skipped``: non-finite batches)."""
+    return {
+        "epoch": epoch,
+        **{f"train_{k}": round(v, 6) for k, v in terms.items()},
+        **({"skipped_steps": skipped} if config.skip_nonfinite else {}),
+        "test_accuracy": accuracy,
+        "epoch_seconds": round(seconds, 3),
+        "samples_per_second": round(train_rows * fraction / seconds, 1),
+        **({"epoch_fraction": round(fraction, 4)} if config.max_train_seconds else {}),
+    }
+
+
+def run_results(config: RunConfig, method: Method, *, dataset: str, epochs: int, accuracy: float,
+                train_seconds: float, samples_seen: float, device: torch.device, precision: str,
+                flush_denormal: bool, units: int, untrained_units: list[str], **extra: Any) -> dict[str, Any]:
+    """What ``results.json`` records: the last epoch's accuracy, its cost, and the setting it ran in
+    (``extra``: what the method, CUDA graphs and the process layout add)."""
+    return {
+        "method": config.method,
+        "dataset": dataset,
+        "epochs": epochs,
+        "test_accuracy": accuracy,
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(samples_seen / train_seconds, 1) if train_seconds else 0.0,
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "device": str(device),
+        "flush_denormal": flush_denormal,
+        "precision": precision,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "torch_version": torch.__version__,
+        "noprop_version": __version__,
+        "seed": config.seed,
+        "num_parameters": sum(p.numel() for p in method.parameters()),
+        # an order only exists between several units (DT unfused); None for CT, FM, fused DT
+        "block_order": config.block_order if units > 1 else None,
+        "untrained_units": untrained_units,
+        **method.describe(),
+        **extra,
+        "config": config.to_dict(),
+    }
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:

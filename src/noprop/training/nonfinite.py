@@ -141,6 +141,18 @@ class FaultWatch:
         if fault is not None:
             raise NonFiniteError(self.message(fault.describe(), steps_per_epoch))
 
+    @property
+    def due(self) -> bool:
+        """Whether enough steps wait for the bulk check (stop mode)."""
+        return len(self.pending) >= CHECK_EVERY
+
+    def check_model(self, state: Mapping[str, Tensor], at: str, steps_per_epoch: int) -> None:
+        """Raise before a checkpoint holding a NaN/inf is written, naming the tensors."""
+        bad = nonfinite_tensors(state.items())
+        if bad:
+            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise NonFiniteError(self.message(f"NaN/inf in the model at {at}: {shown}", steps_per_epoch))
+
     def message(self, text: str, steps_per_epoch: int) -> str:
         if self.run_dir is None:
             return f"{text}; no run directory, nothing was saved"

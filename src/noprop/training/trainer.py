@@ -30,19 +30,9 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from noprop._version import __version__
+from noprop import device as devices
 from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
-from noprop.device import (
-    autocast_for,
-    cpu_has_native_bf16,
-    flushed_denormals,
-    peak_memory_mb,
-    reset_peak_memory,
-    resident,
-    resolve_device,
-    resolve_precision,
-)
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods.base import Method
 from noprop.random_state import capture_rng_state, restore_rng_state
@@ -52,21 +42,15 @@ from noprop.saved_run import (
     DataInfo,
     SavedRun,
     TrainingProgress,
+    metrics_row,
+    run_results,
     write_config,
     write_results,
 )
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps, check_cuda_graphs
 from noprop.training.interrupt import StopRequest, TrainingInterrupted
 from noprop.training.metrics import MetricsLog
-from noprop.training.nonfinite import (
-    CHECK_EVERY,
-    Fault,
-    FaultWatch,
-    NonFiniteError,
-    describe_values,
-    nonfinite_tensors,
-    step_values,
-)
+from noprop.training.nonfinite import Fault, FaultWatch, describe_values, step_values
 from noprop.training.optimizers import (
     make_optimizers,
     optimizer_state,
@@ -101,14 +85,14 @@ class Trainer:
                  run_dir: Path | None = None, parallelism: Parallelism | None = None,
                  evaluation: Evaluation | None = None) -> None:
         self.config = config = config.resolved()
-        self.device = resolve_device(config.device)
+        self.device = devices.resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision = devices.resolve_precision(config.precision, self.device)
         self.method = method.to(self.device)
         data.check_trainable(augment=config.augment)
         self.data = data
         # a training set that fits is copied to the GPU once: no host-to-device copy in the step
-        self._train_x, self._train_y = resident(data.train_x, data.train_y, device=self.device)
+        self._train_x, self._train_y = devices.resident(data.train_x, data.train_y, device=self.device)
         self.run_dir = run_dir
         self.parallelism = parallelism or Parallelism()
         check_cuda_graphs(config, self.device, self.parallelism)
@@ -195,13 +179,10 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the state to ``run_dir`` atomically, unless it holds a NaN/inf (then raise)."""
         assert self.run_dir is not None
-        self.faults.check_pending(self.steps_per_epoch())
-        bad = nonfinite_tensors(self.method.state_dict().items())
-        if bad:
-            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-            at = position(self.epoch, self.progress.step, self.steps_per_epoch())
-            raise NonFiniteError(self.faults.message(f"NaN/inf in the model at {at}: {shown}",
-                                                     self.steps_per_epoch()))
+        steps = self.steps_per_epoch()
+        self.faults.check_pending(steps)
+        at = position(self.epoch, self.progress.step, steps)
+        self.faults.check_model(self.method.state_dict(), at, steps)
         self.saved_run().write(self.run_dir / CHECKPOINT)
         self.faults.saved_at = (self.epoch, self.progress.step)
         self._last_save = time.monotonic()
@@ -242,7 +223,7 @@ class Trainer:
 
     def _forward_backward(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Unit's loss and its gradients (all-reduced across processes if data parallel)."""
-        with autocast_for(self.precision, self.device):
+        with devices.autocast_for(self.precision, self.device):
             out = self.method.unit_loss(unit, x, y)
         out.loss.float().backward()
         self.parallelism.sync_gradients(self.method, self.units[unit].groups)
@@ -288,7 +269,7 @@ class Trainer:
         """Before each step: a requested stop, the NaN check, the timed checkpoint."""
         if self._stop.requested:
             self._interrupt()
-        if len(self.faults.pending) >= CHECK_EVERY:
+        if self.faults.due:
             self.faults.check_pending(self.steps_per_epoch())
         minutes = self.config.checkpoint_minutes
         if (minutes and self.progress.step and self._can_save_mid_epoch()
@@ -350,16 +331,16 @@ class Trainer:
         """Train up to ``config.epochs`` (continuing from ``self.epoch``) and write the results.
 
         Raises :class:`TrainingInterrupted` after checkpointing on SIGINT/SIGTERM, and
-        :class:`NonFiniteError` on a NaN/inf (the last good checkpoint stays as it was).
+        ``NonFiniteError`` on a NaN/inf (the last good checkpoint stays as it was).
         """
         config = self.config
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_config(self.run_dir, config)
-        reset_peak_memory(self.device)
+        devices.reset_peak_memory(self.device)
         if config.log_epochs:
             say(model_summary(self.method))
-        with self._stop, flushed_denormals(config.flush_denormal) as self.denormals_flushed:
+        with self._stop, devices.flushed_denormals(config.flush_denormal) as self.denormals_flushed:
             self._last_save = time.monotonic()
             while self.epoch < config.epochs and not self.out_of_time():
                 if self._stop.requested:
@@ -368,7 +349,9 @@ class Trainer:
                 self.progress.train_seconds += self.last_epoch.seconds
                 self.progress.epoch += 1
                 accuracy = self.evaluation(self.method)[-1]
-                self.metrics.log(self._metrics_row(terms, accuracy))
+                last = self.last_epoch
+                self.metrics.log(metrics_row(self.config, self.epoch, terms, accuracy, last.seconds,
+                                             last.fraction, last.skipped, len(self.data.train_x)))
                 if config.log_epochs:
                     say(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
                 if self.run_dir is not None:
@@ -383,18 +366,6 @@ class Trainer:
         if self.run_dir is not None:
             write_results(self.run_dir, results)
         return results
-
-    def _metrics_row(self, terms: dict[str, float], accuracy: float) -> dict[str, Any]:
-        last, config = self.last_epoch, self.config
-        return {
-            "epoch": self.epoch,
-            **{f"train_{k}": round(v, 6) for k, v in terms.items()},
-            **({"skipped_steps": last.skipped} if config.skip_nonfinite else {}),
-            "test_accuracy": accuracy,
-            "epoch_seconds": round(last.seconds, 3),
-            "samples_per_second": round(len(self.data.train_x) * last.fraction / last.seconds, 1),
-            **({"epoch_fraction": round(last.fraction, 4)} if config.max_train_seconds else {}),
-        }
 
     def untrained_units(self) -> list[str]:
         """Units this process trains that have not taken a single step (a cut sequential epoch)."""
@@ -414,31 +385,13 @@ class Trainer:
         return readout_accuracies(method, self.data.test_x, self.data.test_y, self.inference)
 
     def results(self, accuracy: float) -> dict[str, Any]:
-        """What ``results.json`` records: the last epoch's accuracy, cost and the setting it ran in."""
-        p = self.progress
+        """What ``results.json`` records (:func:`noprop.saved_run.run_results`)."""
+        p, units = self.progress, len(self.units)
         seen = len(self.data.train_x) * (self.epoch - 1 + self.last_epoch.fraction) if self.epoch else 0
-        return {
-            "method": self.config.method,
-            "dataset": self.data.name,
-            "epochs": self.epoch,
-            "test_accuracy": accuracy,
-            "train_seconds": round(p.train_seconds, 3),
-            "samples_per_second": round(seen / p.train_seconds, 1) if p.train_seconds else 0.0,
-            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
-            "device": str(self.device),
-            "flush_denormal": self.denormals_flushed,
-            "precision": self.precision,
-            "cpu_native_bf16": cpu_has_native_bf16(),
-            "torch_version": torch.__version__,
-            "noprop_version": __version__,
-            "seed": self.config.seed,
-            "num_parameters": sum(p.numel() for p in self.method.parameters()),
-            # an order only exists between several units (DT unfused); None for CT, FM, fused DT
-            "block_order": self.config.block_order if len(self.units) > 1 else None,
-            "untrained_units": self.untrained_units(),
-            **self.method.describe(),
-            **(self.graphs.describe() if self.graphs is not None else {}),
-            **self.parallelism.describe(),
-            "config": self.config.to_dict(),
-        }
-
+        return run_results(self.config, self.method, dataset=self.data.name, epochs=self.epoch,
+                           accuracy=accuracy, train_seconds=p.train_seconds, samples_seen=seen,
+                           device=self.device, precision=self.precision,
+                           flush_denormal=self.denormals_flushed,
+                           units=units, untrained_units=self.untrained_units(),
+                           **(self.graphs.describe() if self.graphs is not None else {}),
+                           **self.parallelism.describe())
