@@ -48,8 +48,6 @@ from noprop.methods import METHODS, Method
 from noprop.run import build_for
 from noprop.training.trainer import Trainer
 
-#: Methods whose claim is gradient locality with a forward chain (block k reads block k-1's output).
-CHAINED_METHODS = frozenset({"local", "ff"})
 #: Forward modes: ``isolated`` (NoProp: a unit reads no other block) or ``chained`` (earlier only).
 FORWARD_MODES = ("isolated", "chained")
 #: Rows of the default batch (the digits' training split).
@@ -124,7 +122,7 @@ def shared_groups_of(method: Method, declared: Sequence[str] | None = None) -> l
     group called ``shared`` and every group that two or more units name."""
     groups = list(method.parameter_groups())
     if declared is None:
-        declared = getattr(method, "locality_shared_groups", None)
+        declared = method.locality_shared_groups
     if declared is not None:
         unknown = sorted(set(declared) - set(groups))
         if unknown:
@@ -139,9 +137,8 @@ def shared_groups_of(method: Method, declared: Sequence[str] | None = None) -> l
 
 
 def forward_mode_of(method: Method, declared: str | None = None) -> str:
-    """``declared``, else the method's ``locality_forward``, else chained for local and ff."""
-    mode = declared or getattr(method, "locality_forward", None)
-    mode = mode or ("chained" if method.name in CHAINED_METHODS else "isolated")
+    """``declared``, else the method's own claim, :attr:`Method.locality_forward`."""
+    mode = declared or method.locality_forward
     if mode not in FORWARD_MODES:
         raise ValueError(f"forward must be one of {', '.join(FORWARD_MODES)}; got {mode!r}")
     return mode

@@ -57,6 +57,13 @@ class Method(nn.Module, ABC):
     #: dataset's budget (``RunConfig.resolved``): e.g. NoProp-CT trains one block per batch and
     #: needs more epochs on the tiny digits than NoProp-DT's T blocks per batch.
     default_budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: What the method claims to be local in (``noprop check-locality``, docs/locality.md):
+    #: ``isolated``, a unit's loss reads no other block (NoProp); ``chained``, block k trains on
+    #: block k-1's output but no gradient crosses blocks (layer-wise learning).
+    locality_forward: ClassVar[str] = "isolated"
+    #: Groups every unit may train (a head, an embedding); ``None``: the group called ``shared`` and
+    #: every group that two or more units name.
+    locality_shared_groups: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, spec: DataSpec, config: MethodConfig | None = None, **settings: Any) -> None:
         super().__init__()

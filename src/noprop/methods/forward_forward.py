@@ -65,6 +65,7 @@ class ForwardForward(Method):
     """A ReLU MLP trained layer by layer with Hinton's Forward-Forward local losses."""
 
     name = "ff"
+    locality_forward = "chained"  # layer k trains on layer k-1's (detached, normalised) output
     default_optimizer = "adam"
     #: The layer sizes are fixed at the paper's; the constructor takes others (tests use tiny ones).
     def __init__(self, spec: DataSpec, config: MethodConfig | None = None, *,

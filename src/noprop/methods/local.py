@@ -39,6 +39,7 @@ class LocalLearning(Method):
     """Four blocks, each trained greedily through its own auxiliary classifier head."""
 
     name = "local"
+    locality_forward = "chained"  # block k trains on block k-1's (detached) output
     default_optimizer = "adamw"
     config_class = ConvPaddingConfig
 
