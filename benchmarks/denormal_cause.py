@@ -143,7 +143,7 @@ def time_steps(path: str, train_size: int, data_dir: str, steps: int, rounds: in
     saved, config, data = load(path, train_size, data_dir)
     config = config.replace(batch_size=batch_size or config.batch_size)
     trainer = build_trainer(config, data)
-    batches = list(trainer._schedule(0))[:steps]
+    batches = list(trainer._epoch_batches(0))[:steps]
     times: dict[str, list[float]] = {"flush off": [], "flush on": []}
     for r in range(rounds):
         for flush in ((False, True) if r % 2 == 0 else (True, False)):

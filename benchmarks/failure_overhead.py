@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("digits")
-    batches = list(make_trainer(data, num_blocks=2, batch_size=64)._schedule(0))[: args.steps]
+    batches = list(make_trainer(data, num_blocks=2, batch_size=64)._epoch_batches(0))[: args.steps]
     times: dict[str, list[float]] = {"bare": [], "stop": [], "skip": []}
     modes = list(times)
     for r in range(args.rounds):

@@ -95,9 +95,9 @@ def test_trainer_applies_the_transform_only_when_augment_is_on() -> None:
     data.train_transform = counter = _Counting()
     config = RunConfig(epochs=1, batch_size=32, num_blocks=2, device="cpu", progress=False)
     trainer = build_trainer(config, data)
-    assert sum(1 for _ in trainer._schedule(0)) == 4 and counter.images == 0  # default: paper, none
+    assert sum(1 for _ in trainer._epoch_batches(0)) == 4 and counter.images == 0  # default: paper, none
     trainer.config = trainer.config.replace(augment=True)
-    for _unit, xb, _yb in trainer._schedule(0):
+    for _unit, xb, _yb in trainer._epoch_batches(0):
         assert xb.shape == (32, 1, 8, 8)
     assert counter.images == 2 * 64  # sequential order: one pass over the data per block
 

@@ -118,7 +118,7 @@ def test_temporaries_of_a_killed_write_are_removed_by_the_next_run(cli_run):
 def first_bad_step(config, data, epoch: int) -> tuple[str, int]:
     """(unit name, 1-based step) of the first batch of ``epoch`` holding the NaN image."""
     trainer = build_trainer(config, data)
-    for index, (unit, xb, _) in enumerate(trainer._schedule(epoch)):
+    for index, (unit, xb, _) in enumerate(trainer._epoch_batches(epoch)):
         if not torch.isfinite(xb).all():
             return trainer.units[unit].name, index + 1
     raise AssertionError("no NaN batch")

@@ -188,7 +188,7 @@ class Trainer:
         self._last_save = time.monotonic()
 
     # -- one step -----------------------------------------------------------------------------
-    def _schedule(self, epoch: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+    def _epoch_batches(self, epoch: int) -> Iterator[tuple[int, Tensor, Tensor]]:
         """(unit, x, y) triples of one epoch in the configured order; shuffles are seeded."""
         return epoch_batches(self._train_x, self._train_y, self.config, epoch, self.trained_units,
                              self.data.train_transform if self.config.augment else None)
@@ -246,7 +246,7 @@ class Trainer:
         """Every tensor a step may change: parameters, buffers, optimizer state."""
         return [*self.method.parameters(), *self.method.buffers(), *optimizer_state(self.optimizers.values())]
 
-    def _schedule_lr(self, unit: int, steps_per_epoch: int) -> None:
+    def _set_step_lr(self, unit: int, steps_per_epoch: int) -> None:
         """Set the lr of ``unit``'s optimizers for the coming step (noprop/lr_schedule.py)."""
         if self.scheduled_lr:
             units = len(self.trained_units)
@@ -299,12 +299,12 @@ class Trainer:
         self._epoch_clock = time.perf_counter() - p.epoch_seconds
         bar = progress_bar(total=total, initial=p.step, desc=f"epoch {p.epoch + 1}/{self.config.epochs}",
                            enabled=self.config.progress)
-        for index, (unit, xb, yb) in enumerate(self._schedule(p.epoch)):
+        for index, (unit, xb, yb) in enumerate(self._epoch_batches(p.epoch)):
             if index < p.step:
                 continue  # finished before an interruption: same order replayed, step skipped
             self._between_steps()
             xb, yb = self.parallelism.shard(xb, yb)
-            self._schedule_lr(unit, total)
+            self._set_step_lr(unit, total)
             terms = self.train_step(unit, xb.to(self.device), yb.to(self.device))
             p.step += 1
             self._steps_run += 1
