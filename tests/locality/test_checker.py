@@ -46,10 +46,11 @@ def test_every_local_method_passes(name: str) -> None:
 
 
 def test_forward_forward_passes_as_a_chained_method() -> None:
-    report = check_locality(ForwardForward(data().spec, hidden=(16, 16, 16)), data())
+    report = check_locality(ForwardForward(data().spec, num_layers=3, layer_width=16), data())
     assert report.passed and report.forward == "chained", report.table()
     # NoProp's stronger claim does not hold for it: layer k trains on layer k-1's output
-    strict = check_locality(ForwardForward(data().spec, hidden=(16, 16, 16)), data(), forward="isolated")
+    ff = ForwardForward(data().spec, num_layers=3, layer_width=16)
+    strict = check_locality(ff, data(), forward="isolated")
     assert strict.flagged("gradient") and strict.failures[0].leak == "activation crosses blocks"
 
 

@@ -23,7 +23,7 @@ def tiny(name: str):
     return {
         "backprop": lambda: BackpropChain(SPEC, num_blocks=2),
         "cnn": lambda: PlainCNN(SPEC),
-        "ff": lambda: ForwardForward(SPEC, hidden=(64, 64, 64)),
+        "ff": lambda: ForwardForward(SPEC, num_layers=3, layer_width=64),
         "local": lambda: LocalLearning(SPEC),
     }[name]()
 

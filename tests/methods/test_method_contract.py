@@ -34,7 +34,7 @@ def make_method(name: str, spec) -> Method:
     if name == "dt-fused":
         return build_method("dt", spec, {**small_settings("dt"), "fused": True})
     if name == "ff":
-        return ForwardForward(spec, hidden=(32, 32))  # the paper's 4 x 2000 is slow to step here
+        return ForwardForward(spec, num_layers=2, layer_width=32)  # the paper's 4 x 2000 is slow to step here
     return build_method(name, spec, small_settings(name))
 
 

@@ -29,7 +29,7 @@ Choices where the paper is silent or we simplify (documented in docs/benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
@@ -38,10 +38,16 @@ from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import MethodConfig
+from noprop.settings import setting
 from noprop.spec import DataSpec
 
-#: Hinton's MNIST network: 4 hidden layers of 2000 ReLUs.
-PAPER_HIDDEN = (2000, 2000, 2000, 2000)
+
+@dataclass(frozen=True)
+class FFConfig(MethodConfig):
+    """The network of Forward-Forward; the defaults are Hinton's MNIST net, 4 hidden layers of 2000 ReLUs."""
+
+    num_layers: int = setting(4, "Forward-Forward: hidden layers", positive=True, shape=True)
+    layer_width: int = setting(2000, "Forward-Forward: ReLUs per hidden layer", positive=True, shape=True)
 
 
 def embed_label(x: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -67,18 +73,17 @@ class ForwardForward(Method):
     name = "ff"
     locality_forward = "chained"  # layer k trains on layer k-1's (detached, normalised) output
     default_optimizer = "adam"
-    #: The layer sizes are fixed at the paper's; the constructor takes others (tests use tiny ones).
-    def __init__(self, spec: DataSpec, config: MethodConfig | None = None, *,
-                 hidden: Sequence[int] = PAPER_HIDDEN) -> None:
-        super().__init__(spec, config)
+    config_class = FFConfig
+    config: FFConfig
+
+    def __init__(self, spec: DataSpec, config: FFConfig | None = None, **settings: object) -> None:
+        super().__init__(spec, config, **settings)
         if spec.input_size <= spec.num_classes:
             raise ValueError(
                 f"Forward-Forward writes the label into the first {spec.num_classes} input values; "
                 f"images of {spec.input_size} values are too small"
             )
-        if not hidden:
-            raise ValueError("Forward-Forward needs at least one hidden layer")
-        sizes = [spec.input_size, *hidden]
+        sizes = [spec.input_size, *[self.config.layer_width] * self.config.num_layers]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
