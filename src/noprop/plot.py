@@ -102,13 +102,15 @@ def _epoch_axis(ax, epochs: Sequence[float]) -> None:
 
 
 def run_label(run_dir: Path) -> str:
-    try:
-        import yaml
+    """``dt on mnist``, from the run's config.yaml; the folder's name when that cannot be read."""
+    from noprop.saved_run import read_config
+    from noprop.settings import ConfigError
 
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        return f"{config['method']} on {config['dataset']}"
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    try:
+        config = read_config(run_dir)
+    except (ValueError, ConfigError):
         return run_dir.name
+    return f"{config['method']} on {config['dataset']}"
 
 
 def run_readouts(run_dir: Path, samples: int) -> list[float] | None:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from noprop.config import ConfigError, RunConfig
+from noprop.config import RunConfig
 from noprop.data import DATASETS, ClassificationData, load_dataset
 from noprop.methods import Method, build_method
 from noprop.random_state import seed_everything
-from noprop.saved_run import CHECKPOINT, CONFIG, RESULTS, RUN_FILES, read_results
+from noprop.saved_run import CHECKPOINT, RESULTS, RUN_FILES, read_results
 from noprop.training.parallelism import Parallelism
 from noprop.training.trainer import Evaluation, Trainer
 
@@ -154,25 +153,6 @@ def clear_run_files(run_dir: Path) -> None:
     loaded, model and device ready), so a start that fails leaves the old run as it was."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-
-
-def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The fields of ``run_dir``'s ``config.yaml``; a damaged or hand-broken file is a one-line
-    error naming it."""
-    path = run_dir / CONFIG
-    if not path.is_file():
-        raise RunDirError(f"no {CONFIG} in {run_dir}")
-    try:
-        fields_ = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(fields_, dict):
-        raise RunDirError(f"{path} must hold a mapping of configuration fields")
-    try:
-        RunConfig.from_dict(fields_)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    return fields_
 
 
 def build_for(config: RunConfig, data: ClassificationData) -> Method:

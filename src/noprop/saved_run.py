@@ -339,6 +339,25 @@ def run_results(config: RunConfig, method: Method, *, dataset: str, epochs: int,
     }
 
 
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The fields of ``run_dir``'s ``config.yaml``, checked; a missing, damaged or hand-broken file
+    is a one-line error naming it."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"no {CONFIG} in {run_dir}")
+    try:
+        fields_ = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(fields_, dict):
+        raise CheckpointError(f"{path} must hold a mapping of configuration fields")
+    try:
+        RunConfig.from_dict(fields_)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return fields_
+
+
 def write_config(run_dir: Path, config: RunConfig) -> None:
     atomic_write_text(run_dir / CONFIG, yaml.safe_dump(config.to_dict()))
 

@@ -24,7 +24,8 @@ from noprop.commands.args import (
 from noprop.config import RunConfig
 from noprop.data import check_data_dir
 from noprop.presets import load_preset
-from noprop.run import default_run_dir, saved_config, train_run
+from noprop.run import default_run_dir, train_run
+from noprop.saved_run import read_config
 
 #: The keys of results.json printed on the last line.
 SUMMARY = ("method", "dataset", "epochs", "test_accuracy", "train_seconds", "samples_per_second",
@@ -62,7 +63,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             raise UsageError("--resume needs --run-dir: the run directory to continue")
         if args.config:
             raise UsageError("--config starts a new run; a resumed run keeps its saved configuration")
-        config = RunConfig.from_dict({**saved_config(args.run_dir), **overrides})
+        config = RunConfig.from_dict({**read_config(args.run_dir), **overrides})
     else:
         base = load_preset(args.config).fields if args.config else {}
         config = RunConfig.from_dict({**base, **overrides})
