@@ -23,7 +23,8 @@ FLOORS: dict[str, int] = {
     "data": 4, "config": 5, "presets": 5, "training": 5, "run": 6, "distributed": 7,
     # what users call
     "inference": 5, "saved_run": 5, "export": 5,
-    "predict": 8, "api": 8, "bench": 8, "locality": 8, "reproduce": 8, "plot": 8, "commands": 9, "cli": 10,
+    "predict": 8, "api": 8, "bench": 8, "locality": 8, "reproduce": 8, "plot": 8, "analysis": 8,
+    "commands": 9, "cli": 10,
     "__init__": 11, "__main__": 11,
 }
 

@@ -60,11 +60,15 @@ class EulerSolver:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
-    def integrate(self, field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor) -> Tensor:
-        """``z_1`` from ``z_0`` (batch, d); ``field`` gets ``z`` and a scalar time tensor ``t``."""
+    def integrate(self, field: Callable[[Tensor, Tensor], Tensor], z_0: Tensor, *,
+                  field_input: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """``z_1`` from ``z_0`` (batch, d); ``field`` gets ``z`` and a scalar time tensor ``t``.
+
+        ``field_input(k, z_k)``: where the field is evaluated at step ``k`` in place of ``z_k`` (an
+        intervention for analysis; the Euler update still starts from ``z_k``). ``None``: ``z_k``."""
         z, dt = z_0, 1.0 / self.steps
         for k in range(self.steps):
             t = torch.tensor(k * dt, device=z_0.device, dtype=z_0.dtype)
-            z = z + dt * field(z, t)
+            z = z + dt * field(z if field_input is None else field_input(k, z), t)
         return z
 

@@ -37,17 +37,23 @@ def posterior_chain(
     deterministic: bool = False,
     generator: torch.Generator | None = None,
     keep_chain: bool = True,
+    denoiser_input: Callable[[int, Tensor], Tensor] | None = None,
 ) -> list[Tensor]:
     """``[z_0, z_1, ..., z_N]`` (just ``[z_N]`` without ``keep_chain``), each of ``shape`` (batch, d).
 
     ``denoise(k, z)``: ``u_hat`` for step ``k`` (0-based) from ``z = z_k``;
-    ``coefficients(k)``: the coefficients of step ``k`` (scalars or broadcastable tensors).
+    ``coefficients(k)``: the coefficients of step ``k`` (scalars or broadcastable tensors);
+    ``denoiser_input(k, z_k)``: what ``denoise`` is given at step ``k`` in place of ``z_k``, an
+    intervention for analysis (``noprop analyze``: z zeroed, shuffled, replaced by noise; or an
+    observer that returns ``z_k`` unchanged). The chain's own ``b_k z_k`` term keeps ``z_k``, and
+    the sampler's noise draws are unchanged. ``None``: ``z_k`` itself.
     """
     z = torch.randn(shape, device=device, generator=generator)
     chain = [z]
     for k in range(steps):
         coef = coefficients(k)
-        z = coef.a * denoise(k, z) + coef.b * z
+        seen = z if denoiser_input is None else denoiser_input(k, z)
+        z = coef.a * denoise(k, seen) + coef.b * z
         if not deterministic:
             z = z + coef.c.sqrt() * torch.randn(shape, device=device, generator=generator)
         if keep_chain:

@@ -27,6 +27,7 @@ prediction is the classifier on ``z_N = z_1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,8 +127,12 @@ class NoPropCT(LabelEmbeddingMethod):
         steps: int | None = None,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        denoiser_input: Callable[[int, Tensor], Tensor] | None = None,
     ) -> Tensor:
-        """``z_1`` from ``steps`` posterior updates (Eq. 3) on a uniform grid of [0, 1]."""
+        """``z_1`` from ``steps`` posterior updates (Eq. 3) on a uniform grid of [0, 1].
+
+        ``denoiser_input(k, z_k)``: what the block is given at step ``k`` (time ``t_k``) in place of
+        ``z_k``, for analysis (:func:`noprop.sampler.posterior_chain`)."""
         steps = steps or self.inference_steps
         grid = torch.linspace(0.0, 1.0, steps + 1, device=x.device)
         coef = self.schedule.posterior_coefficients(grid[:-1], grid[1:])
@@ -139,7 +144,7 @@ class NoPropCT(LabelEmbeddingMethod):
         return posterior_chain(
             denoise, lambda k: PosteriorCoefficients(a=coef.a[k], b=coef.b[k], c=coef.c[k]), steps=steps,
             shape=(x.shape[0], self.embedding.dim), device=x.device, deterministic=deterministic,
-            generator=generator, keep_chain=False,
+            generator=generator, keep_chain=False, denoiser_input=denoiser_input,
         )[0]
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:

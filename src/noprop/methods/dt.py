@@ -34,6 +34,7 @@ unfused).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,12 @@ class PerBlockSteps:
         return m.block_loss(unit + 1, x, y)
 
     def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
-                     generator: torch.Generator | None) -> list[Tensor]:
+                     generator: torch.Generator | None,
+                     denoiser_input: Callable[[int, Tensor], Tensor] | None = None) -> list[Tensor]:
         return posterior_chain(
             lambda k, z: m.denoise(k + 1, x, z), lambda k: m.schedule.step_into(k + 1),
             steps=m.num_blocks, shape=(x.shape[0], m.embedding.dim), device=x.device,
-            deterministic=deterministic, generator=generator,
+            deterministic=deterministic, generator=generator, denoiser_input=denoiser_input,
         )
 
 
@@ -166,10 +168,16 @@ class NoPropDT(LabelEmbeddingMethod):
 
     # -- inference ------------------------------------------------------------------------
     def sample_chain(
-        self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+        self, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None,
+        denoiser_input: Callable[[int, Tensor], Tensor] | None = None,
     ) -> list[Tensor]:
-        """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3)."""
-        return self.steps.sample_chain(self, x, deterministic=deterministic, generator=generator)
+        """``[z_0, z_1, ..., z_T]`` from the posterior sampler (Eq. 3).
+
+        ``denoiser_input(k, z_k)``: what block ``k + 1`` is given in place of ``z_k``, for analysis
+        (:func:`noprop.sampler.posterior_chain`; ``noprop analyze`` zeroes, shuffles or replaces it).
+        """
+        return self.steps.sample_chain(self, x, deterministic=deterministic, generator=generator,
+                                       denoiser_input=denoiser_input)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         return self.classifier(self.sample_chain(x, deterministic=deterministic, generator=generator)[-1])

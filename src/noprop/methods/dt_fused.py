@@ -37,6 +37,7 @@ import copy
 import ctypes
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -208,7 +209,8 @@ def fused_loss(method: NoPropDT, x: Tensor, y: Tensor, noise: tuple[Tensor, Tens
 
 
 def fused_sample_chain(
-    method: NoPropDT, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    method: NoPropDT, x: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None,
+    denoiser_input: Callable[[int, Tensor], Tensor] | None = None,
 ) -> list[Tensor]:
     """``[z_0, ..., z_T]`` of the Eq. 3 sampler, with the image path of all T blocks in one pass.
 
@@ -228,7 +230,7 @@ def fused_sample_chain(
     return posterior_chain(
         denoise, lambda k: method.schedule.step_into(k + 1), steps=method.num_blocks,
         shape=(x.shape[0], method.embedding.dim), device=x.device, deterministic=deterministic,
-        generator=generator,
+        generator=generator, denoiser_input=denoiser_input,
     )
 
 
@@ -243,5 +245,7 @@ class FusedSteps:
         return fused_loss(m, x, y)
 
     def sample_chain(self, m: NoPropDT, x: Tensor, *, deterministic: bool,
-                     generator: torch.Generator | None) -> list[Tensor]:
-        return fused_sample_chain(m, x, deterministic=deterministic, generator=generator)
+                     generator: torch.Generator | None,
+                     denoiser_input: Callable[[int, Tensor], Tensor] | None = None) -> list[Tensor]:
+        return fused_sample_chain(m, x, deterministic=deterministic, generator=generator,
+                                  denoiser_input=denoiser_input)

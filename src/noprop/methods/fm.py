@@ -18,6 +18,7 @@ output during training. Inference integrates ``dz/dt = v(x, z, t)`` from ``z_0 ~
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -108,8 +109,12 @@ class NoPropFM(LabelEmbeddingMethod):
         steps: int | None = None,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        denoiser_input: Callable[[int, Tensor], Tensor] | None = None,
     ) -> Tensor:
-        """``z_1`` by Euler integration of the learned field; ``deterministic`` is moot (an ODE)."""
+        """``z_1`` by Euler integration of the learned field; ``deterministic`` is moot (an ODE).
+
+        ``denoiser_input(k, z_k)``: what the block is given at Euler step ``k`` in place of ``z_k``,
+        for analysis (:meth:`noprop.flow.EulerSolver.integrate`)."""
         features = self.block.image_features(x)
         weight = self.embedding.weight
 
@@ -117,7 +122,7 @@ class NoPropFM(LabelEmbeddingMethod):
             return self.block.forward_features(features, z, t) @ weight
 
         z_0 = torch.randn((x.shape[0], self.embedding.dim), device=x.device, generator=generator)
-        return EulerSolver(steps or self.inference_steps).integrate(field, z_0)
+        return EulerSolver(steps or self.inference_steps).integrate(field, z_0, field_input=denoiser_input)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
         """Negative squared distances from ``z_1`` to each class embedding: argmax = nearest."""
