@@ -19,8 +19,10 @@ Every hash is of exact bytes, so any difference in a single bit of any tensor sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 TIMING = {"epoch_seconds", "samples_per_second"}
+IN_PROCESS = True
 USES = ("evaluate", "evaluate_runs", "predict", "predict_stochastic")
 BASE = ["--dataset", "digits", "--epochs", "2", "--precision", "fp32", "--device", "cpu", "-q",
         "--num-threads", "2"]
@@ -82,11 +85,22 @@ def digest(obj: Any) -> str:
 
 
 def noprop(*args: str) -> str:
+    """``noprop ARGS``'s standard output; in this process (the commands seed themselves), except
+    multi-process training, which spawns its own processes either way."""
+    if IN_PROCESS and "--nproc" not in args:
+        from noprop.cli import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(list(args))
+        if code:
+            raise SystemExit(f"noprop {' '.join(args)} failed with exit code {code}")
+        return out.getvalue()
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-m", "noprop", *args], capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise SystemExit(f"noprop {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return out.stdout
+    done = subprocess.run([sys.executable, "-m", "noprop", *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"noprop {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
 
 
 def run_files(run: Path) -> dict[str, str]:
@@ -191,9 +205,13 @@ def main() -> int:
     p.add_argument("--old-runs", type=Path, help="run directories of another version to load and resume")
     p.add_argument("--compare", type=Path, nargs=2)
     p.add_argument("--reuse", action="store_true", help="keep runs already trained under --keep")
+    p.add_argument("--subprocess", action="store_true", help="run every command in a fresh process")
     args = p.parse_args()
     if args.compare:
         return compare(*(json.loads(p.read_text()) for p in args.compare))
+    global IN_PROCESS
+    IN_PROCESS = not args.subprocess
+    torch.set_num_threads(2)
     root = args.keep or Path(tempfile.mkdtemp(prefix="noprop-fingerprints-"))
     root.mkdir(parents=True, exist_ok=True)
     result = fingerprints(root, args.old_runs, args.reuse)
