@@ -17,7 +17,9 @@ from noprop.analysis import (
     ablation_accuracy,
     analyze,
     blocks_alone,
+    cached_image_features,
     chain_readouts,
+    estimate_weights,
     fit_linear_probe,
     sampler_accuracies,
 )
@@ -25,6 +27,7 @@ from noprop.cli import main
 from noprop.config import RunConfig
 from noprop.inference import InferenceOptions, accuracy, readout_accuracies
 from noprop.run import train_run
+from noprop.sampler import posterior_chain
 from noprop.saved_run import load_run
 
 OPTIONS = InferenceOptions(seed=11, batch_size=40)  # two batches of the 64 test images (40 + 24)
@@ -156,6 +159,40 @@ def test_blocks_alone_see_the_uninformative_z_and_their_average_is_the_ensemble(
     assert ensemble["zero"] == pytest.approx(by_hand, abs=2 / len(x))
 
 
+def test_feature_cache_computes_each_encoder_once_and_changes_no_number(dt):
+    method, data = dt
+    x, y = data.test_x, data.test_y
+
+    def measures():
+        return [ablation_accuracy(method, x, y, OPTIONS, "noise", [1]), blocks_alone(method, x, y, OPTIONS)]
+
+    plain = measures()
+    runs: list = []
+    hooks = [next(b.image.children()).register_forward_hook(lambda *a: runs.append(1)) for b in method.blocks]
+    try:
+        with cached_image_features(ChainView(method)):
+            cached = measures()
+    finally:
+        for h in hooks:
+            h.remove()
+    assert cached == plain
+    assert len(runs) == 3 * 2  # three encoders, two batches, once each
+    assert all("forward" not in vars(b.image) for b in method.blocks)  # the encoders are restored
+
+
+def test_estimate_weights_unroll_the_noise_free_chain(dt):
+    method, _ = dt
+    d = method.embedding.dim
+    estimates = [torch.randn(5, d) for _ in range(3)]  # constant, known estimates: z_T is their weighted sum
+    chain = posterior_chain(lambda k, z: estimates[k], lambda k: method.schedule.step_into(k + 1), steps=3,
+                            shape=(5, d), device="cpu", deterministic=True)
+    w = estimate_weights(method, 3)
+    z0_weight = math.prod(float(method.schedule.step_into(t).b) for t in (1, 2, 3))
+    weighted = sum(wt * e for wt, e in zip(w, estimates, strict=True))
+    assert torch.allclose(chain[-1], weighted + z0_weight * chain[0], atol=1e-5)
+    assert len(estimate_weights(method, 2)) == 2
+
+
 def test_linear_probe_reads_separable_features():
     g = torch.Generator().manual_seed(0)
     centres = 3 * torch.randn(3, 16, generator=g)
@@ -177,6 +214,7 @@ def test_analyze_is_deterministic_under_a_seed(dt_run):
     assert a == b
     assert a["samples"] == 64 and a["seed"] == 5
     assert a["positions"] == ["1", "2", "3"] and len(a["probe"]) == 3
+    assert len(a["weights_final"]) == 3 and len(a["weights_before_last"]) == 2
     assert set(a["ablation_each"]) == {"zero", "shuffle", "noise"}
     assert all(len(v) == 3 for v in a["ablation_each"].values())
     assert a["best_block"]["accuracy"] == max(max(v) for v in a["alone"].values())

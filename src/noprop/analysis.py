@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,35 @@ class ChainView:
         if self.kind == "dt":
             return [b.image for b in self.method.blocks]
         return [self.method.block.image]
+
+
+@contextmanager
+def cached_image_features(view: ChainView) -> Iterator[None]:
+    """Within: each image encoder computes its features of a given input once and reuses them.
+
+    An encoder in eval mode is a function of ``x`` alone (it never sees ``z``), and the analysis
+    runs ~50 sampler passes over the same test images, so nearly all the work is the same
+    convolutions again. The cache is keyed by the input tensor's storage, shape, stride and version
+    and holds the input itself, so its memory cannot be reused by another tensor while the cache
+    lives; the inputs must therefore stay on the model's device (no per-pass copies) to hit.
+    """
+    encoders = view.encoders()
+    for enc in encoders:
+        cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+        def forward(x: Tensor, _own: Callable[[Tensor], Tensor] = enc.forward,
+                    _cache: dict = cache) -> Tensor:
+            key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version, x.dtype, torch.is_autocast_enabled())
+            if key not in _cache:
+                _cache[key] = (x, _own(x))
+            return _cache[key][1]
+
+        enc.forward = forward
+    try:
+        yield
+    finally:
+        for enc in encoders:
+            del enc.forward
 
 
 # -- interventions ------------------------------------------------------------------------------
@@ -328,6 +358,22 @@ def image_probe(method: Method, train_x: Tensor, train_y: Tensor, x: Tensor, y: 
                                                                                         strict=True)]
 
 
+def estimate_weights(method: Method, upto: int) -> list[float]:
+    """DT: the weight of each block's estimate ``u_hat_t`` (t = 1..upto) in the noise-free chain's
+    ``z_upto``. Unrolling Eq. 3 without noise, ``z_k = sum_t a_t (prod_{s=t+1..k} b_s) u_hat_t +
+    (prod_s b_s) z_0``: a weighted sum of the blocks' estimates, each computed from the ``z`` the
+    block was given. (What the chain adds beyond this sum is only that each block reads ``z``.)"""
+    schedule = method.schedule  # type: ignore[attr-defined]
+    coef = [schedule.step_into(t) for t in range(1, upto + 1)]
+    weights = []
+    for t in range(upto):
+        w = float(coef[t].a)
+        for s in range(t + 1, upto):
+            w *= float(coef[s].b)
+        weights.append(w)
+    return weights
+
+
 def _bounds(n: int, options: InferenceOptions) -> list[tuple[int, int]]:
     return list(batch_bounds(n, options.batch_size))
 
@@ -363,6 +409,10 @@ class ChainAnalysis:
     readout_head: list[float] | None
     readout_nearest: list[float]
     probe: list[float]
+    #: DT: the weight of each block's estimate in the noise-free chain's z_T and z_{T-1}
+    #: (:func:`estimate_weights`); ``None`` for CT/FM
+    weights_final: list[float] | None = None
+    weights_before_last: list[float] | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -416,6 +466,10 @@ class ChainAnalysis:
         if len(self.probe) == len(self.positions):
             per.append(("linear probe on image features", self.probe))
         lines += [f"  {name:<36}" + "".join(f"{v:>{width}.3f}" for v in values) for name, values in per]
+        if self.weights_final is not None and self.weights_before_last is not None:
+            per_w = [("weight of its u_hat in z_T", self.weights_final),
+                     ("weight of its u_hat in z_T-1", [*self.weights_before_last, 0.0])]
+            lines += [f"  {name:<36}" + "".join(f"{v:>{width}.3f}" for v in values) for name, values in per_w]
         if self.probe and len(self.probe) != len(self.positions):
             lines.append(f"  {'linear probe on image features':<36} {self.probe[0]:.4f} (one encoder)")
         lines += [f"note: {n}" for n in self.notes]
@@ -459,23 +513,28 @@ def analyze(run: str | Path | LoadedRun, *, data: ClassificationData | None = No
     options = options.replace(seed=config.eval_seed if seed is None else seed,
                               steps=steps or options.steps, deterministic=False)
     n = len(data.test_x) if samples is None else min(samples, len(data.test_x))
-    x, y = data.test_x[:n], data.test_y[:n]
-    view = ChainView(method, options.steps)
-    say(f"sampler: {runs} stochastic passes and the noise-free one")
-    sampler = sampler_accuracies(method, x, y, options, runs)
-    say("blocks alone")
-    alone, ensemble = blocks_alone(method, x, y, options)
-    say(f"ablations: {len(ABLATIONS)} kinds x (all + {view.positions} positions)")
-    ablation_all = {k: ablation_accuracy(method, x, y, options, k) for k in ABLATIONS}
-    ablation_each = {k: [ablation_accuracy(method, x, y, options, k, [i]) for i in range(view.positions)]
-                     for k in ABLATIONS}
-    say("readouts along the chain")
-    head, nearest = chain_readouts(method, x, y, options)
     m = min(probe_samples, len(data.train_x))
-    probe = []
-    if m > 0:
-        say(f"linear probes on {m} training examples")
-        probe = image_probe(method, data.train_x[:m], data.train_y[:m], x, y, options)
+    device = next(method.parameters()).device  # on the device once: the feature cache keys on storage
+    x, y = data.test_x[:n].to(device), data.test_y[:n]
+    view = ChainView(method, options.steps)
+    with cached_image_features(view):
+        say(f"sampler: {runs} stochastic passes and the noise-free one")
+        sampler = sampler_accuracies(method, x, y, options, runs)
+        say("blocks alone")
+        alone, ensemble = blocks_alone(method, x, y, options)
+        say(f"ablations: {len(ABLATIONS)} kinds x (all + {view.positions} positions)")
+        ablation_all = {k: ablation_accuracy(method, x, y, options, k) for k in ABLATIONS}
+        ablation_each = {k: [ablation_accuracy(method, x, y, options, k, [i]) for i in range(view.positions)]
+                         for k in ABLATIONS}
+        say("readouts along the chain")
+        head, nearest = chain_readouts(method, x, y, options)
+        probe = []
+        if m > 0:
+            say(f"linear probes on {m} training examples")
+            probe = image_probe(method, data.train_x[:m].to(device), data.train_y[:m], x, y, options)
+    weights: list[list[float] | None] = [None, None]
+    if config.method == "dt":
+        weights = [estimate_weights(method, view.positions), estimate_weights(method, view.positions - 1)]
     notes = []
     if config.method == "fm":
         notes.append("FM's sampler is an ODE: the noise-free row is the same pass as one stochastic pass")
@@ -484,7 +543,8 @@ def analyze(run: str | Path | LoadedRun, *, data: ClassificationData | None = No
         samples=n, probe_samples=m, runs=runs, seed=options.seed, steps=view.steps,
         precision=options.precision, positions=view.labels(), sampler=sampler, alone=alone, ensemble=ensemble,
         ablation_all=ablation_all, ablation_each=ablation_each, readout_head=head, readout_nearest=nearest,
-        probe=probe, seconds=round(time.perf_counter() - started, 2), notes=notes)
+        probe=probe, weights_final=weights[0], weights_before_last=weights[1],
+        seconds=round(time.perf_counter() - started, 2), notes=notes)
 
 
 # -- the figure -----------------------------------------------------------------------------------
