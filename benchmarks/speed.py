@@ -46,13 +46,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
+from profile_step import profiled_step, shares
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from noprop.bench import cpu_model
 from noprop.config import RunConfig
-from noprop.device import bf16_autocast, cpu_has_native_bf16
+from noprop.device import bf16_autocast, channels_last_for, cpu_has_native_bf16, step_layout
+from noprop.encoders import Dropout
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
@@ -100,12 +103,30 @@ class PeakTensorMemory(TorchDispatchMode):
 
 
 class Variant:
-    """A method with its optimizers and a function that takes one training step on a batch."""
+    """A method with its optimizers and a function that takes one training step on a batch.
 
-    def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32") -> None:
+    ``speed``: ``NAME=VALUE`` switches of the step, each measured against its default in
+    docs/benchmarks.md ("Where a CPU step's time goes"): ``channels_last=on|all|off`` (the images,
+    and with ``all`` also the convolution weights, channels-last; default: the trainer's choice,
+    :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
+    place of :class:`noprop.encoders.Dropout`, the same masks drawn the old way), ``compile=blocks``
+    (``torch.compile`` of each block; inductor draws its own dropout masks)."""
+
+    def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32",
+                 speed: Iterable[str] = ()) -> None:
         self.key = key
         self.precision = precision
+        self.switches = parse_switches(speed)
         self.method = method.to(device).train()
+        layout = self.switches.get("channels_last")
+        self.channels_last = channels_last_for(precision, device) if layout is None else layout != "off"
+        if layout == "all":
+            self.method.to(memory_format=torch.channels_last)
+        if self.switches.get("dropout") == "torch":
+            use_torch_dropout(self.method)
+        if self.switches.get("compile") == "blocks":  # inductor, each block (the first step compiles)
+            for block in getattr(self.method, "blocks", []):
+                block.compile()
         graphed = key in GRAPHED
         self.optimizers = make_optimizers(self.method, RunConfig(method=method.name), capturable=graphed)
         self.units = self.method.training_units()
@@ -125,20 +146,49 @@ class Variant:
 
     def unit_step(self, i: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimisation step on training unit ``i`` (what a graph of (d), (e) records)."""
-        on = self.precision == "bf16" or self.device.type == "cuda"  # CUDA: the fused step's own choice
-        autocast = bf16_autocast(self.device) if on else nullcontext()
-        with autocast:
-            loss = self.method.unit_loss(i, x, y).loss
+        loss = self.forward(i, x, y)
+        self.backward(loss)
+        self.optimizer_step(i)
+        return {"loss": loss.detach()}
+
+    def forward(self, i: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Unit ``i``'s loss, under bf16 autocast for bf16 (and on CUDA, the fused step's own choice)."""
+        on = self.precision == "bf16" or self.device.type == "cuda"
+        with bf16_autocast(self.device) if on else nullcontext():
+            return self.method.unit_loss(i, step_layout(x, self.channels_last), y).loss
+
+    def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+
+    def optimizer_step(self, i: int) -> None:
+        """Step the optimizers of unit ``i``'s groups and drop their gradients, as the trainer does."""
         for group in self.units[i].groups:
             if group in self.optimizers:
                 self.optimizers[group].step()
                 self.optimizers[group].zero_grad(set_to_none=True)
-        return {"loss": loss.detach()}
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Parameters, buffers and optimizer state: the memory a step starts with."""
         return [*self.method.parameters(), *self.method.buffers(), *optimizer_state(self.optimizers.values())]
+
+
+def use_torch_dropout(model: nn.Module) -> None:
+    """Turn every :class:`noprop.encoders.Dropout` of ``model`` back into PyTorch's ``nn.Dropout``
+    (same masks, drawn the old way: the "before" of docs/benchmarks.md)."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.__class__ = nn.Dropout
+
+
+def parse_switches(items: Iterable[str]) -> dict[str, str]:
+    """``["channels_last=input", ...]`` as a dict; a one-line error for an item without ``=``."""
+    switches = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"speed switch {item!r} is not NAME=VALUE")
+        switches[name] = value
+    return switches
 
 
 def sync(device: torch.device) -> None:
@@ -224,23 +274,28 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
     data_x = torch.randn(n, *spec.input_shape, generator=g).to(device)
     data_y = torch.randint(0, spec.num_classes, (n,), generator=g).to(device)
     hp = {"num_blocks": args.num_blocks}
+    on = {"device": device, "precision": precision, "speed": args.speed}
     variants = {
-        "a": Variant("a", build_method("dt", spec, hp), device, precision),
-        "b": Variant("b", build_method("dt", spec, {**hp, "fused": True}), device, precision),
-        "c": Variant("c", build_method("backprop", spec, hp), device, precision),
+        "a": Variant("a", build_method("dt", spec, hp), **on),
+        "b": Variant("b", build_method("dt", spec, {**hp, "fused": True}), **on),
+        "c": Variant("c", build_method("backprop", spec, hp), **on),
     }
     if device.type == "cuda":
-        variants["d"] = Variant("d", build_method("dt", spec, {**hp, "fused": True}), device, precision)
-        variants["e"] = Variant("e", build_method("backprop", spec, hp), device, precision)
+        variants["d"] = Variant("d", build_method("dt", spec, {**hp, "fused": True}), **on)
+        variants["e"] = Variant("e", build_method("backprop", spec, hp), **on)
 
     def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (i * args.batch_size) % (n - args.batch_size + 1)
         return data_x[start : start + args.batch_size], data_y[start : start + args.batch_size]
 
     x0, y0 = batch(0)
-    for v in variants.values():  # warm-up: kernels chosen, optimizer state created, memory reserved
-        v.step(x0, y0)
+    warmup = {}
+    for k, v in variants.items():  # warm-up: kernels chosen, optimizer state created, memory reserved
+        warmup[k] = timed(lambda v=v: v.step(x0, y0), device)  # with compile=blocks: the compilation
+    round_peaks = []
     for r in range(args.rounds):
+        # the matmul peak in every round, beside the variants, so that each round has its own ratio
+        round_peaks.append(matmul_peak_flops(device, args.matmul_size, reps=3, precision=precision))
         for v in variants.values():
             def run(v: Variant = v, r: int = r) -> None:
                 for i in range(args.steps):
@@ -255,7 +310,7 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
 
     memory = {k: peak_memory_mb(v, x0, y0) for k, v in variants.items()}
     flops = {k: step_flops(v, x0, y0) for k, v in variants.items() if k not in GRAPHED}
-    peak = matmul_peak_flops(device, args.matmul_size, reps=5, precision=precision)
+    peak = max(round_peaks)
     sampler_x = data_x[: args.sampler_batch] if len(data_x) >= args.sampler_batch else data_x
     sampler = {name: sampler_images_per_second(variants["b"].method, sampler_x, fused, reps=3)
                for name, fused in (("unfused", False), ("fused", True))}
@@ -264,9 +319,16 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
     cpu_throughput = {k: v.batches * args.batch_size / v.cpu_seconds for k, v in variants.items()}
     per_round = {k: sorted(variants["c"].round_seconds[r] / v.round_seconds[r] for r in range(args.rounds))
                  for k, v in variants.items()}
-    # model FLOPs: the work of T blocks, counted on (a); the counter sees more in (b)'s vmapped
-    # convolution backward (docs/benchmarks.md), which would flatter the fraction
-    fused_flops = flops["a"] * variants["b"].batches / variants["b"].seconds
+    # model FLOPs: the work of T blocks, counted on (a) for (a) and (b); the counter sees more in
+    # (b)'s vmapped convolution backward (docs/benchmarks.md), which would flatter the fraction
+    work = {k: flops["c" if k in ("c", "e") else "a"] for k in variants}
+    fused_flops = work["b"] * variants["b"].batches / variants["b"].seconds
+    fraction = {k: work[k] * v.batches / v.seconds / peak for k, v in variants.items()}
+    round_fraction = {k: sorted(work[k] * args.steps / v.round_seconds[r] / round_peaks[r]
+                                for r in range(args.rounds)) for k, v in variants.items()}
+    # where a step's time goes (benchmarks/profile_step.py's buckets), one profiled step each
+    split = {k: shares(profiled_step(v, x0, y0)[0]) for k, v in variants.items()
+             if k not in GRAPHED and device.type == "cpu"}
     if args.profile:
         for k in ("a", "b"):
             print(f"\n## profile of one step of ({k}) {VARIANTS[k]}\n")
@@ -295,7 +357,15 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
         "gflop_per_step": {k: round(v / 1e9, 2) for k, v in flops.items()},
         "fused_model_gflop_per_second": round(fused_flops / 1e9, 2),
         "matmul_peak_gflop_per_second": round(peak / 1e9, 2),
+        "matmul_peak_gflop_per_second_per_round": [round(x / 1e9, 1) for x in round_peaks],
         "fused_fraction_of_matmul_peak": round(fused_flops / peak, 3),
+        "fraction_of_matmul_peak": {k: round(v, 3) for k, v in fraction.items()},
+        "median_round_fraction_of_matmul_peak": {k: round(v[len(v) // 2], 3)
+                                                 for k, v in round_fraction.items()},
+        "time_split": split,
+        "warmup_step_seconds": {k: round(v, 2) for k, v in warmup.items()},
+        "speed_switches": parse_switches(args.speed),
+        "channels_last": {k: v.channels_last for k, v in variants.items()},
         "sampler_images_per_second": {k: round(v, 1) for k, v in sampler.items()},
     }
 
@@ -303,15 +373,29 @@ def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse
 def matrix_table(cells: list[dict[str, Any]]) -> str:
     """samples/s of (a), (b), (c) per cell, with the ratios to (c) and, for bf16, to fp32."""
     lines = ["| shape | precision | (a) one block | (b) fused | (c) backprop | (a)/(c) | (b)/(c) | "
-             "bf16/fp32 (a, b, c) | peak MB (a, b, c) |", "|---|---|---|---|---|---|---|---|---|"]
+             "of matmul peak (a, b, c) | bf16/fp32 (a, b, c) | peak MB (a, b, c) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         sps, ratio, mem = c["samples_per_second"], c["throughput_ratio_to_backprop"], c["peak_memory_mb"]
-        up = c.get("speedup_over_fp32")
+        up, frac = c.get("speedup_over_fp32"), c["fraction_of_matmul_peak"]
         lines.append(f"| {c['shape']} | {c['precision']} | {sps['a']:.1f} | {sps['b']:.1f} | "
                      f"{sps['c']:.1f} | "
                      f"{ratio['a']:.2f} | {ratio['b']:.2f} | "
+                     f"{', '.join(f'{frac[k]:.2f}' for k in 'abc')} | "
                      f"{', '.join(f'{up[k]:.2f}' for k in 'abc') if up else '–'} | "
                      f"{mem['a']:.0f}, {mem['b']:.0f}, {mem['c']:.0f} |")
+    return "\n".join(lines)
+
+
+def split_table(cells: list[dict[str, Any]]) -> str:
+    """Each cell's time split (share of one profiled step per bucket) for (a), (b), (c)."""
+    lines = []
+    for c in cells:
+        if not c.get("time_split"):
+            continue
+        lines.append(f"time split, {c['shape']} {c['precision']}:")
+        for k, split in c["time_split"].items():
+            lines.append(f"  ({k}) " + ", ".join(f"{name} {share:.2f}" for name, share in split.items()))
     return "\n".join(lines)
 
 
@@ -328,6 +412,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--profile", action="store_true", help="print the top ops of one step of (a) and (b)")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--speed", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="speed switches of every variant's step (see Variant): channels_last=on|all|off, "
+                        "dropout=torch, compile=blocks")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -362,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark_seconds": round(time.perf_counter() - started, 1),
     }
     print(matrix_table(cells))
+    print(split_table(cells))
     for c in cells:
         if "graph_speedup_over_eager" in c:
             print(f"CUDA graphs, {c['shape']} {c['precision']}: (d) {c['samples_per_second']['d']:.0f}, "

@@ -129,6 +129,30 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+#: Whether a training step hands its images to the model channels-last (NHWC): ``None``, the
+#: default, for bf16 on a CPU, where oneDNN's bf16 convolutions and max pooling run faster on it
+#: (docs/benchmarks.md, "Where a CPU step's time goes"); ``True`` in every precision (opt-in for
+#: float32: faster on a CPU too, but its convolution gradients round differently, ~1e-9, so float32
+#: runs are no longer bit-identical to the default); ``False`` never. Dropout masks do not depend
+#: on it (:class:`noprop.encoders.Dropout` draws them in logical order).
+CHANNELS_LAST: bool | None = None
+
+
+def channels_last_for(precision: str, device: torch.device) -> bool:
+    """Whether training steps in a resolved ``precision`` on ``device`` run channels-last
+    (:data:`CHANNELS_LAST`)."""
+    if CHANNELS_LAST is not None:
+        return CHANNELS_LAST
+    return precision == "bf16" and device.type == "cpu"
+
+
+def step_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch of images (4-D) in the layout a step runs in; other inputs as they are."""
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @contextlib.contextmanager
 def inference_numerics(precision: str, device: torch.device, flush_denormal: bool) -> Iterator[None]:
     """The arithmetic a run's evaluation ran with: autocast of its resolved ``precision`` and its

@@ -88,6 +88,8 @@ class Trainer:
         self.device = devices.resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = devices.resolve_precision(config.precision, self.device)
+        #: whether a step hands the model its images channels-last (bf16 on a CPU; noprop.device)
+        self.channels_last = devices.channels_last_for(self.precision, self.device)
         self.method = method.to(self.device)
         data.check_trainable(augment=config.augment)
         self.data = data
@@ -224,7 +226,7 @@ class Trainer:
     def _forward_backward(self, unit: int, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Unit's loss and its gradients (all-reduced across processes if data parallel)."""
         with devices.autocast_for(self.precision, self.device):
-            out = self.method.unit_loss(unit, x, y)
+            out = self.method.unit_loss(unit, devices.step_layout(x, self.channels_last), y)
         out.loss.float().backward()
         self.parallelism.sync_gradients(self.method, self.units[unit].groups)
         return {"loss": out.loss.detach(), **out.terms}

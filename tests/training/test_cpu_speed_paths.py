@@ -1,0 +1,99 @@
+"""The CPU step's speed paths (docs/benchmarks.md, "Where a CPU step's time goes") keep the method:
+the faster dropout draws PyTorch's masks bit for bit, and channels-last bf16 steps stay within
+bf16's rounding of float32, with the same dropout masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from helpers import make_blobs
+from noprop import device as devices
+from noprop.config import RunConfig
+from noprop.encoders import Dropout, rand_draws_bernoulli
+from noprop.run import build_for, build_trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dropout_is_torchs_dropout_bit_for_bit(dtype, channels_last) -> None:
+    x = torch.rand(8, 16, 7, 5, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    layer = Dropout(0.2).train()
+    torch.manual_seed(3)
+    ours, after_ours = layer(x), torch.randn(4)
+    torch.manual_seed(3)
+    theirs, after_theirs = F.dropout(x.contiguous(), 0.2, training=True), torch.randn(4)
+    assert torch.equal(ours, theirs)  # same mask at every logical position, whatever the layout
+    assert torch.equal(after_ours, after_theirs)  # and the generator where F.dropout leaves it
+    assert ours.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    g_ours, g_theirs = torch.ones_like(x), torch.ones_like(x)
+    xa, xb = x.clone().requires_grad_(), x.contiguous().requires_grad_()
+    torch.manual_seed(4)
+    (layer(xa) * g_ours).sum().backward()
+    torch.manual_seed(4)
+    (F.dropout(xb, 0.2, training=True) * g_theirs).sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
+
+
+def test_dropout_outside_training_is_the_identity_and_the_fast_draw_applies_here() -> None:
+    x = torch.rand(4, 3, 5, 5)
+    assert torch.equal(Dropout(0.2).eval()(x), x)
+    assert isinstance(Dropout(0.2), nn.Dropout)
+    # the portable bernoulli kernel (every non-Intel CPU, and Intel without MKL) is rand < p;
+    # where it is not, Dropout is F.dropout and the test above still holds
+    assert isinstance(rand_draws_bernoulli(), bool)
+
+
+def test_the_trainer_runs_images_channels_last_in_bf16_only(monkeypatch) -> None:
+    data = make_blobs(shape=(3, 16, 16))
+    seen = {}
+    for precision in ("fp32", "bf16"):
+        config = RunConfig(num_blocks=2, epochs=1, batch_size=32, precision=precision, progress=False,
+                           log_epochs=False)
+        trainer = build_trainer(config, data)
+        original = trainer.method.unit_loss
+
+        def spy(unit, x, y, precision=precision, original=original):
+            seen[precision] = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            return original(unit, x, y)
+
+        monkeypatch.setattr(trainer.method, "unit_loss", spy)
+        trainer.train_step(0, data.train_x[:32], data.train_y[:32])
+    assert seen == {"fp32": False, "bf16": True}
+    monkeypatch.setattr(devices, "CHANNELS_LAST", False)
+    assert not devices.channels_last_for("bf16", CPU)
+    monkeypatch.setattr(devices, "CHANNELS_LAST", True)
+    assert devices.channels_last_for("fp32", CPU)
+
+
+@pytest.mark.parametrize("method", ["dt", "backprop"])
+def test_a_channels_last_bf16_step_matches_fp32_within_bf16_rounding(method) -> None:
+    """3-channel images, dropout on: the channels-last bf16 step draws the fp32 step's masks, so
+    the loss terms agree within 1 % and the gradients point the same way (test_precision.py's
+    tolerances), and channels-last float32 is float32 up to rounding."""
+    data = make_blobs(shape=(3, 16, 16))
+    x, y = data.train_x[:32], data.train_y[:32]
+    terms, grads = {}, {}
+    for precision, layout in (("fp32", False), ("bf16", True), ("fp32-cl", True)):
+        config = RunConfig(method=method, num_blocks=2, epochs=1, batch_size=32, progress=False,
+                           log_epochs=False, precision=precision.removesuffix("-cl"))
+        model = build_for(config, data).train()
+        torch.manual_seed(1)
+        with devices.autocast_for(precision.removesuffix("-cl"), CPU):
+            out = model.unit_loss(0, devices.step_layout(x, layout), y)
+        out.loss.float().backward()
+        terms[precision] = {"loss": float(out.loss.detach()), **{k: float(v) for k, v in out.terms.items()}}
+        grads[precision] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    for name, value in terms["fp32"].items():
+        assert terms["bf16"][name] == pytest.approx(value, rel=0.01, abs=1e-6), name
+        assert terms["fp32-cl"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    floor = 0.9 if method == "backprop" else 0.99
+    assert F.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > floor
+    assert torch.allclose(grads["fp32-cl"], grads["fp32"], rtol=1e-4, atol=1e-6)
