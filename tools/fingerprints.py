@@ -120,13 +120,20 @@ def run_files(run: Path) -> dict[str, str]:
     }
 
 
+def one_more(run: Path) -> str:
+    """One epoch more than ``run`` has trained, for a resume that trains."""
+    return str(json.loads((run / "results.json").read_text())["epochs"] + 1)
+
+
 def uses(run: Path, images: Path) -> dict[str, str]:
     """What evaluate (one pass, and three runs) and predict (noise-free, and 2 stochastic) answer."""
     return {
         "evaluate": noprop("evaluate", str(run), "--device", "cpu").strip(),
         "evaluate_runs": noprop("evaluate", str(run), "--runs", "3", "--device", "cpu").strip(),
-        "predict": digest(noprop("predict", str(run), str(images))),
-        "predict_stochastic": digest(noprop("predict", str(run), str(images), "--stochastic", "2")),
+        # the CSV names each input by its path: the same images lie under another root in each run
+        "predict": digest(noprop("predict", str(run), str(images)).replace(str(images), "IMAGES")),
+        "predict_stochastic": digest(noprop("predict", str(run), str(images), "--stochastic", "2")
+                                     .replace(str(images), "IMAGES")),
     }
 
 
@@ -163,14 +170,14 @@ def fingerprints(root: Path, old_runs: Path | None, reuse: bool = False) -> dict
             if not (reuse and (resumed / "results.json").is_file()):
                 shutil.rmtree(resumed, ignore_errors=True)
                 shutil.copytree(run, resumed)
-                noprop("train", "--run-dir", str(resumed), "--resume", "--epochs", "3", "-q")
+                noprop("train", "--run-dir", str(resumed), "--resume", "--epochs", one_more(run), "-q")
             out[name]["resumed"] = run_files(resumed)
         if old_runs is not None and (old_runs / name).is_dir():
             old = root / f"{name}-old"
             shutil.copytree(old_runs / name, old)
             out[name]["old_run_uses"] = uses(old, images)
             if "parallel" not in " ".join(flags):
-                noprop("train", "--run-dir", str(old), "--resume", "--epochs", "3", "-q")
+                noprop("train", "--run-dir", str(old), "--resume", "--epochs", one_more(old), "-q")
                 out[name]["old_run_resumed"] = run_files(old)
         print(name, out[name]["test_accuracy"], out[name]["model"], flush=True)
     out["api"] = api_fingerprint(root)
