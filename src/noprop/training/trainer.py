@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from noprop._version import __version__
-from noprop.config import RunConfig
+from noprop.config import FEW_STEPS, STEP_TARGET, RunConfig
 from noprop.data.base import ClassificationData, num_batches
 from noprop.device import (
     autocast_for,
@@ -100,7 +100,9 @@ class Trainer:
     def __init__(self, method: Method, data: ClassificationData, config: RunConfig,
                  run_dir: Path | None = None, parallelism: Parallelism | None = None,
                  evaluation: Evaluation | None = None) -> None:
-        self.config = config = config.resolved()
+        #: The line saying how the budget was sized by steps (None: the run or dataset gave it).
+        self.budget_note = config.budget_note(len(data.train_x))
+        self.config = config = config.resolved(train_rows=len(data.train_x))
         self.device = resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = resolve_precision(config.precision, self.device)
@@ -358,6 +360,8 @@ class Trainer:
             write_config(self.run_dir, config)
         reset_peak_memory(self.device)
         if config.log_epochs:
+            if self.budget_note and not self.epoch:
+                say(self.budget_note)
             say(model_summary(self.method))
         with self._stop, flushed_denormals(config.flush_denormal) as self.denormals_flushed:
             self._last_save = time.monotonic()
@@ -378,6 +382,9 @@ class Trainer:
             say(f"warning: the time budget ended before {len(untrained)} of {len(self.units)} units "
                 f"took a step ({', '.join(untrained)}), so predictions are poor; with "
                 "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
+        few = self.few_steps_note()
+        if few and config.log_epochs:
+            say(few)
         results = self.results(float(self.metrics.rows[-1]["test_accuracy"]) if self.metrics.rows
                                else float("nan"))
         if self.run_dir is not None:
@@ -395,6 +402,17 @@ class Trainer:
             "samples_per_second": round(len(self.data.train_x) * last.fraction / last.seconds, 1),
             **({"epoch_fraction": round(last.fraction, 4)} if config.max_train_seconds else {}),
         }
+
+    def few_steps_note(self) -> str | None:
+        """A warning when the run ended with far fewer steps per unit than a method needs to learn
+        (``FEW_STEPS``; the untrained-units warning covers units with none)."""
+        steps = [self.progress.unit_steps[u] for u in self.trained_units] if self.progress.unit_steps else []
+        fewest = min(steps, default=0)
+        if not 0 < fewest < FEW_STEPS:
+            return None
+        return (f"warning: each training unit took only {fewest} optimizer steps (a method needs "
+                f"~{STEP_TARGET:,} to learn; {FEW_STEPS} at the very least), so predictions are "
+                "likely poor; train longer with --epochs (or a smaller --batch-size)")
 
     def untrained_units(self) -> list[str]:
         """Units this process trains that have not taken a single step (a cut sequential epoch)."""
