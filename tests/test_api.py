@@ -127,3 +127,21 @@ def test_noprop_evaluate_reads_an_api_run_given_the_data(tmp_path, capsys) -> No
     reported = float(capsys.readouterr().out.split()[-1])
     assert reported == round(clf.score(xt, yt), 4)
     assert np.isfinite(reported)
+
+
+def test_float_pixels_0_to_255_are_refused_by_fit_and_by_a_model_trained_on_0_to_1(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from noprop.data import DataError
+
+    _, x, y, xt, yt = _pixel_data(tmp_path)
+    with pytest.raises(DataError, match=r"divide by 255 \(or pass uint8\)"):
+        Classifier("dt", num_blocks=2, epochs=1).fit(x.astype(np.float32), y)
+    clf = Classifier("dt", num_blocks=2, epochs=1, batch_size=32).fit(x, y, validation=(xt, yt))
+    for call in (clf.predict, clf.predict_proba, clf.predict_logits):
+        with pytest.raises(DataError, match="divide by 255"):
+            call(xt.astype(np.float32))
+    with pytest.raises(DataError, match="far outside what the model was trained on"):
+        clf.score(xt / 255 * 40 - 20, yt)  # signed, so not pixels, but nothing like the training inputs
+    assert clf.score(xt.astype(np.float32) / 255, yt) == clf.score(xt, yt)  # the same contract, two spellings

@@ -10,8 +10,11 @@
 
 Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), tables ``(N, D)`` (one row of
 ``D`` features per example), labels integers in ``[0, C)``; the model's input shape and class
-count are read from the data. Inputs are seen exactly as ``noprop predict`` sees them: uint8
-pixels are scaled to [0, 1], floats taken as they are (tables always as they are), then every
+count are read from the data. Inputs are seen exactly as ``noprop predict`` sees them. The one
+input contract for images: uint8 0..255 (scaled to [0, 1]) or floats in [0, 1]; 0..255 pixels in
+another dtype are refused by ``fit``, and inputs far outside the range a model was trained on by
+``predict*``/``score``, in one line (divide by 255, or pass uint8), because they would score near
+chance without a word. Tables are taken as they are. Then every
 channel (every feature) is standardised with the mean and std of the training split, which are
 saved with the model (``Classifier.load`` of a ``noprop train`` run uses that run's statistics). Pass
 ``run_dir`` to keep metrics, checkpoints and results on disk exactly as ``noprop train`` does.
@@ -31,7 +34,7 @@ from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import feature_statistics, features_from_array
-from noprop.data.user import images_from_array
+from noprop.data.user import check_training_range, images_from_array
 from noprop.inference import InferenceOptions, logits
 from noprop.methods import Method
 from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
@@ -144,6 +147,8 @@ class Classifier:
             given = DataSpec(tuple(inputs.shape[1:]), self.spec.num_classes)
             axes = " (channels x height x width)" if given.is_image and self.spec.is_image else ""
             raise DataError(f"inputs are {_kind(given)} but the model takes {_kind(self.spec)}{axes}")
+        if inputs.dim() == 4:
+            check_training_range(inputs, self.normalization, "inputs")
         return standardise(inputs, self.normalization)
 
     def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
