@@ -145,3 +145,28 @@ def test_float_pixels_0_to_255_are_refused_by_fit_and_by_a_model_trained_on_0_to
     with pytest.raises(DataError, match="far outside what the model was trained on"):
         clf.score(xt / 255 * 40 - 20, yt)  # signed, so not pixels, but nothing like the training inputs
     assert clf.score(xt.astype(np.float32) / 255, yt) == clf.score(xt, yt)  # the same contract, two spellings
+
+
+def test_fit_is_quiet_by_default_verbose_prints_the_epoch_lines_and_sets_the_fitted_attributes(
+        blobs, capsys) -> None:
+    clf = Classifier("dt", num_blocks=2, epochs=2, batch_size=32)
+    assert clf.fit(blobs.train_x, blobs.train_y) is clf
+    assert capsys.readouterr().out == ""
+    assert [row["epoch"] for row in clf.history_] == [1, 2]
+    assert clf.validation_score_ == clf.history_[-1]["test_accuracy"] == clf.results["test_accuracy"]
+    Classifier("dt", num_blocks=2, epochs=2, batch_size=32).fit(blobs.train_x, blobs.train_y, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model NoPropDT") and lines[2].startswith("epoch 2: loss")
+
+
+def test_the_api_budget_and_hold_out_are_the_clis_on_a_file_of_the_same_data(blobs) -> None:
+    clf = Classifier("dt", num_blocks=2, max_train_seconds=0.01)
+    clf.fit(blobs.train_x, blobs.train_y)  # 256 examples: 20 % held out, as noprop train does
+    config = clf._trainer.config
+    assert len(clf._trainer.data.test_x) == 51
+    assert (config.epochs, config.batch_size) == (77, 16)  # sized_budget(205): 13 batches of 16 an epoch
+
+
+def test_repr_shows_the_method_and_only_the_settings_that_differ_from_the_defaults() -> None:
+    assert repr(Classifier()) == "Classifier(method='dt')"
+    assert repr(Classifier("ct", epochs=5, lr=0.01)) == "Classifier(method='ct', epochs=5, lr=0.01)"

@@ -2,7 +2,8 @@
 
     >>> from noprop import Classifier
     >>> clf = Classifier(method="dt", epochs=5)             # any RunConfig field
-    >>> clf.fit(x_train, y_train, validation=(x_test, y_test))
+    >>> clf.fit(x_train, y_train, validation=(x_test, y_test), verbose=True)  # the CLI's epoch lines
+    >>> clf.validation_score_, clf.history_                   # last epoch's accuracy, metrics rows
     >>> clf.predict(x_test)                                   # class indices
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
     >>> Classifier(method="dt", encoder=MyNet)                # your nn.Module factory per block
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
-from noprop.data.base import standardise
+from noprop.data.base import TEST_FRACTION, standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import check_training_range, images_from_array
 from noprop.inference import InferenceOptions, logits
@@ -86,7 +87,12 @@ def _statistics(x: Tensor) -> Normalization:
 
 
 class Classifier:
-    """A NoProp (or baseline) classifier of images or table rows with a scikit-learn-like surface."""
+    """A NoProp (or baseline) classifier of images or table rows with a scikit-learn-like surface.
+
+    Budgets and the held-out split are ``noprop train``'s on a file of the same data (one code
+    path, ``RunConfig.resolved``). After :meth:`fit`: ``validation_score_`` (the last epoch's
+    accuracy on the validation data) and ``history_`` (the rows of ``metrics.csv``, one per epoch).
+    """
 
     def __init__(self, method: str = "dt", *, run_dir: str | Path | None = None, overwrite: bool = False,
                  **config: Any) -> None:
@@ -100,6 +106,16 @@ class Classifier:
         self.normalization: Normalization | None = None
         self.spec: DataSpec | None = None
         self._trainer: Trainer | None = None
+        self.validation_score_: float | None = None
+        self.history_: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        """``Classifier(method='dt', epochs=5)``: the settings that differ from the defaults."""
+        defaults = RunConfig(self.config.method).to_dict()
+        shown = {k: v for k, v in self.config.to_dict().items()
+                 if k not in ("method", "progress", "log_epochs") and v != defaults.get(k)}
+        return "Classifier(" + ", ".join([f"method={self.config.method!r}",
+                                          *(f"{k}={v!r}" for k, v in shown.items())]) + ")"
 
     def fit(
         self,
@@ -107,13 +123,17 @@ class Classifier:
         y: ArrayLike | None = None,
         *,
         validation: tuple[ArrayLike, ArrayLike] | Iterable[Any] | None = None,
-        validation_split: float = 0.1,
+        validation_split: float = TEST_FRACTION,
+        verbose: bool = False,
     ) -> Classifier:
-        """Train on ``(x, y)`` tensors/arrays, or on a DataLoader of ``(x, y)`` batches as ``x``.
+        """Train on ``(x, y)`` tensors/arrays, or on a DataLoader of ``(x, y)`` batches as ``x``;
+        returns ``self``.
 
         Per-epoch accuracy is measured on ``validation``; without it, on a held-out
-        ``validation_split`` of the training data (a fixed, seeded split). An existing run in
-        ``run_dir`` is refused unless the classifier was made with ``overwrite=True``.
+        ``validation_split`` of the training data (a fixed, seeded split; 20 %, as ``noprop train``
+        holds out of a file without a test split). ``verbose``: print what ``noprop train`` prints
+        (the budget and model lines, one line per epoch). An existing run in ``run_dir`` is
+        refused unless the classifier was made with ``overwrite=True``.
         """
         train_x, train_y = _from_loader(x) if y is None else _as_examples(x, y, "fit")
         if validation is None:
@@ -129,9 +149,11 @@ class Classifier:
         stats = _statistics(train_x)
         data = ClassificationData("user", standardise(train_x, stats), train_y, standardise(val_x, stats),
                                   val_y, num_classes=num_classes, normalization=stats)
-        trainer, self.results = train_run(self.config.replace(dataset="user"), self.run_dir, data=data,
-                                          overwrite=self.overwrite)
+        config = self.config.replace(dataset="user", log_epochs=verbose, progress=verbose)
+        trainer, self.results = train_run(config, self.run_dir, data=data, overwrite=self.overwrite)
         self._trainer, self.model = trainer, trainer.method.eval()
+        self.validation_score_ = float(self.results["test_accuracy"])
+        self.history_ = [dict(row) for row in trainer.metrics.rows]
         self.normalization, self.spec = stats, data.spec
         return self
 
@@ -199,6 +221,7 @@ class Classifier:
         clf = cls.__new__(cls)
         clf.config, clf.run_dir, clf.model, clf.results = run.config, Path(path), run.method, None
         clf.overwrite, clf._trainer = False, None
+        clf.validation_score_, clf.history_ = None, []
         clf.spec, clf.normalization = run.spec, run.data_info.statistics
         return clf
 
