@@ -77,7 +77,7 @@ from noprop.training.optimizers import (
 )
 from noprop.training.order import epoch_batches
 from noprop.training.parallelism import Parallelism
-from noprop.training.progress import model_summary, position, progress_bar, say
+from noprop.training.progress import EpochProgress, model_summary, position, say
 
 #: How the trainer scores the model after an epoch: accuracy read out after each inference step
 #: (the last is the final prediction's). Default: the test split with the run's InferenceOptions.
@@ -318,8 +318,8 @@ class Trainer:
         self.parallelism.begin_epoch(self.method)
         p, total = self.progress, self.steps_per_epoch()
         self._epoch_clock = time.perf_counter() - p.epoch_seconds
-        bar = progress_bar(total=total, initial=p.step, desc=f"epoch {p.epoch + 1}/{self.config.epochs}",
-                           enabled=self.config.progress)
+        bar = EpochProgress(epoch=p.epoch + 1, epochs=self.config.epochs, total=total, initial=p.step,
+                            rows=len(self.data.train_x), enabled=self.config.progress)
         for index, (unit, xb, yb) in enumerate(self._schedule(p.epoch)):
             if index < p.step:
                 continue  # finished before an interruption: same order replayed, step skipped
@@ -334,8 +334,8 @@ class Trainer:
                 continue
             for k, v in terms.items():
                 p.epoch_sums[k] = p.epoch_sums.get(k, 0.0) + v
-            if self.config.progress and p.step % 50 == 0:
-                bar.set_postfix(unit=self.units[unit].name, loss=f"{float(terms['loss']):.3f}")
+            if bar.wants_loss(p.step):  # the only host sync progress costs, when a line is due
+                bar.show_loss(p.step, float(terms["loss"]), self.units[unit].name)
             if self.out_of_time():
                 break
         bar.close()
