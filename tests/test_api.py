@@ -170,3 +170,32 @@ def test_the_api_budget_and_hold_out_are_the_clis_on_a_file_of_the_same_data(blo
 def test_repr_shows_the_method_and_only_the_settings_that_differ_from_the_defaults() -> None:
     assert repr(Classifier()) == "Classifier(method='dt')"
     assert repr(Classifier("ct", epochs=5, lr=0.01)) == "Classifier(method='ct', epochs=5, lr=0.01)"
+
+
+def test_saving_a_model_whose_encoder_lives_in_the_script_warns_with_the_fix(blobs, tmp_path,
+                                                                             monkeypatch) -> None:
+    import sys
+    import warnings
+
+    import pytest
+
+    import user_encoders
+    from noprop.encoders import unportable_encoder
+
+    def my_encoder(spec):
+        return user_encoders.conv_for(spec)
+
+    my_encoder.__module__, my_encoder.__qualname__ = "__main__", "my_encoder"
+    monkeypatch.setattr(sys.modules["__main__"], "my_encoder", my_encoder, raising=False)
+    clf = Classifier("dt", encoder=my_encoder, num_blocks=2, epochs=1, batch_size=64)
+    with pytest.warns(UserWarning, match="move the encoder into an importable module"):
+        clf.fit(blobs.train_x, blobs.train_y, verbose=False)
+        clf.save(tmp_path / "saved")
+    with pytest.warns(UserWarning, match=r"encoder __main__:my_encoder is defined in the script"):
+        Classifier("dt", encoder=my_encoder, num_blocks=2, epochs=1, run_dir=tmp_path / "run").fit(
+            blobs.train_x[:40], blobs.train_y[:40])
+    assert unportable_encoder("user_encoders:conv_for") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf2 = Classifier("dt", encoder=user_encoders.conv_for, num_blocks=2, epochs=1, batch_size=64)
+        clf2.fit(blobs.train_x[:40], blobs.train_y[:40]).save(tmp_path / "fine")

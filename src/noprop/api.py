@@ -23,6 +23,7 @@ saved with the model (``Classifier.load`` of a ``noprop train`` run uses that ru
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from noprop.data import ClassificationData, DataError
 from noprop.data.base import TEST_FRACTION, standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import check_training_range, images_from_array
+from noprop.encoders import unportable_encoder
 from noprop.inference import InferenceOptions, logits
 from noprop.methods import Method
 from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
@@ -150,6 +152,8 @@ class Classifier:
         data = ClassificationData("user", standardise(train_x, stats), train_y, standardise(val_x, stats),
                                   val_y, num_classes=num_classes, normalization=stats)
         config = self.config.replace(dataset="user", log_epochs=verbose, progress=verbose)
+        if self.run_dir is not None:
+            self._warn_unportable()
         trainer, self.results = train_run(config, self.run_dir, data=data, overwrite=self.overwrite)
         self._trainer, self.model = trainer, trainer.method.eval()
         self.validation_score_ = float(self.results["test_accuracy"])
@@ -204,6 +208,7 @@ class Classifier:
         if self._trainer is None:
             raise RuntimeError("save() needs a model fitted in this session; a loaded one is already on disk")
         path = Path(path)
+        self._warn_unportable()
         with run_dir_lock(path):
             prepare_run_dir(path, resume=False, overwrite=self.overwrite)
             clear_run_files(path)
@@ -212,6 +217,11 @@ class Classifier:
             if self.results is not None:
                 write_results(path, self.results)
         return path
+
+    def _warn_unportable(self) -> None:
+        note = unportable_encoder(getattr(self.config.method_config, "encoder", None))
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=3)
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
