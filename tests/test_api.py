@@ -127,3 +127,75 @@ def test_noprop_evaluate_reads_an_api_run_given_the_data(tmp_path, capsys) -> No
     reported = float(capsys.readouterr().out.split()[-1])
     assert reported == round(clf.score(xt, yt), 4)
     assert np.isfinite(reported)
+
+
+def test_float_pixels_0_to_255_are_refused_by_fit_and_by_a_model_trained_on_0_to_1(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from noprop.data import DataError
+
+    _, x, y, xt, yt = _pixel_data(tmp_path)
+    with pytest.raises(DataError, match=r"divide by 255 \(or pass uint8\)"):
+        Classifier("dt", num_blocks=2, epochs=1).fit(x.astype(np.float32), y)
+    clf = Classifier("dt", num_blocks=2, epochs=1, batch_size=32).fit(x, y, validation=(xt, yt))
+    for call in (clf.predict, clf.predict_proba, clf.predict_logits):
+        with pytest.raises(DataError, match="divide by 255"):
+            call(xt.astype(np.float32))
+    with pytest.raises(DataError, match="far outside what the model was trained on"):
+        clf.score(xt / 255 * 40 - 20, yt)  # signed, so not pixels, but nothing like the training inputs
+    assert clf.score(xt.astype(np.float32) / 255, yt) == clf.score(xt, yt)  # the same contract, two spellings
+
+
+def test_fit_is_quiet_by_default_verbose_prints_the_epoch_lines_and_sets_the_fitted_attributes(
+        blobs, capsys) -> None:
+    clf = Classifier("dt", num_blocks=2, epochs=2, batch_size=32)
+    assert clf.fit(blobs.train_x, blobs.train_y) is clf
+    assert capsys.readouterr().out == ""
+    assert [row["epoch"] for row in clf.history_] == [1, 2]
+    assert clf.validation_score_ == clf.history_[-1]["test_accuracy"] == clf.results["test_accuracy"]
+    Classifier("dt", num_blocks=2, epochs=2, batch_size=32).fit(blobs.train_x, blobs.train_y, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model NoPropDT") and lines[2].startswith("epoch 2: loss")
+
+
+def test_the_api_budget_and_hold_out_are_the_clis_on_a_file_of_the_same_data(blobs) -> None:
+    clf = Classifier("dt", num_blocks=2, max_train_seconds=0.01)
+    clf.fit(blobs.train_x, blobs.train_y)  # 256 examples: 20 % held out, as noprop train does
+    config = clf._trainer.config
+    assert len(clf._trainer.data.test_x) == 51
+    assert (config.epochs, config.batch_size) == (77, 16)  # sized_budget(205): 13 batches of 16 an epoch
+
+
+def test_repr_shows_the_method_and_only_the_settings_that_differ_from_the_defaults() -> None:
+    assert repr(Classifier()) == "Classifier(method='dt')"
+    assert repr(Classifier("ct", epochs=5, lr=0.01)) == "Classifier(method='ct', epochs=5, lr=0.01)"
+
+
+def test_saving_a_model_whose_encoder_lives_in_the_script_warns_with_the_fix(blobs, tmp_path,
+                                                                             monkeypatch) -> None:
+    import sys
+    import warnings
+
+    import pytest
+
+    import user_encoders
+    from noprop.encoders import unportable_encoder
+
+    def my_encoder(spec):
+        return user_encoders.conv_for(spec)
+
+    my_encoder.__module__, my_encoder.__qualname__ = "__main__", "my_encoder"
+    monkeypatch.setattr(sys.modules["__main__"], "my_encoder", my_encoder, raising=False)
+    clf = Classifier("dt", encoder=my_encoder, num_blocks=2, epochs=1, batch_size=64)
+    with pytest.warns(UserWarning, match="move the encoder into an importable module"):
+        clf.fit(blobs.train_x, blobs.train_y, verbose=False)
+        clf.save(tmp_path / "saved")
+    with pytest.warns(UserWarning, match=r"encoder __main__:my_encoder is defined in the script"):
+        Classifier("dt", encoder=my_encoder, num_blocks=2, epochs=1, run_dir=tmp_path / "run").fit(
+            blobs.train_x[:40], blobs.train_y[:40])
+    assert unportable_encoder("user_encoders:conv_for") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf2 = Classifier("dt", encoder=user_encoders.conv_for, num_blocks=2, epochs=1, batch_size=64)
+        clf2.fit(blobs.train_x[:40], blobs.train_y[:40]).save(tmp_path / "fine")

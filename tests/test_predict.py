@@ -149,3 +149,25 @@ def test_an_inapplicable_or_unwritable_predict_option_is_one_line(trained, tmp_p
     assert main(["predict", str(run_dir), str(tmp_path / "few.npz"), *flags]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_predict_resizes_images_of_mixed_sizes_in_one_call(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    Image.fromarray(x[0]).save(tmp_path / "a.png")  # the model's 12x12
+    Image.fromarray(np.repeat(np.repeat(x[1], 2, axis=0), 2, axis=1)).save(tmp_path / "b.png")  # 24x24
+    np.save(tmp_path / "c.npy", np.repeat(np.repeat(x[2:4], 3, axis=1), 3, axis=2))  # 36x36
+    paths = [str(tmp_path / n) for n in ("a.png", "b.png", "c.npy")]
+    assert main(["predict", str(run_dir), *paths]) == 0
+    captured = capsys.readouterr()
+    assert [Path(r["input"]).name for r in _rows(captured.out)] == ["a.png", "b.png", "c.npy[0]", "c.npy[1]"]
+    assert "from 24x24 to 12x12" in captured.err and "from 36x36 to 12x12" in captured.err
+
+
+def test_predict_refuses_float_pixels_0_to_255_naming_the_fix(trained, tmp_path, capsys) -> None:
+    run_dir, x, _ = trained
+    np.save(tmp_path / "floats.npy", x[:4].astype(np.float32))
+    assert main(["predict", str(run_dir), str(tmp_path / "floats.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "divide by 255 (or pass uint8)" in err
+    np.save(tmp_path / "scaled.npy", x[:4].astype(np.float32) / 255)  # the contract: floats in [0, 1]
+    assert main(["predict", str(run_dir), str(tmp_path / "scaled.npy")]) == 0

@@ -2,7 +2,8 @@
 
     >>> from noprop import Classifier
     >>> clf = Classifier(method="dt", epochs=5)             # any RunConfig field
-    >>> clf.fit(x_train, y_train, validation=(x_test, y_test))
+    >>> clf.fit(x_train, y_train, validation=(x_test, y_test), verbose=True)  # the CLI's epoch lines
+    >>> clf.validation_score_, clf.history_                   # last epoch's accuracy, metrics rows
     >>> clf.predict(x_test)                                   # class indices
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
     >>> Classifier(method="dt", encoder=MyNet)                # your nn.Module factory per block
@@ -10,8 +11,11 @@
 
 Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), tables ``(N, D)`` (one row of
 ``D`` features per example), labels integers in ``[0, C)``; the model's input shape and class
-count are read from the data. Inputs are seen exactly as ``noprop predict`` sees them: uint8
-pixels are scaled to [0, 1], floats taken as they are (tables always as they are), then every
+count are read from the data. Inputs are seen exactly as ``noprop predict`` sees them. The one
+input contract for images: uint8 0..255 (scaled to [0, 1]) or floats in [0, 1]; 0..255 pixels in
+another dtype are refused by ``fit``, and inputs far outside the range a model was trained on by
+``predict*``/``score``, in one line (divide by 255, or pass uint8), because they would score near
+chance without a word. Tables are taken as they are. Then every
 channel (every feature) is standardised with the mean and std of the training split, which are
 saved with the model (``Classifier.load`` of a ``noprop train`` run uses that run's statistics). Pass
 ``run_dir`` to keep metrics, checkpoints and results on disk exactly as ``noprop train`` does.
@@ -19,6 +23,7 @@ saved with the model (``Classifier.load`` of a ``noprop train`` run uses that ru
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,9 +34,10 @@ from torch import Tensor
 
 from noprop.config import RunConfig
 from noprop.data import ClassificationData, DataError
-from noprop.data.base import standardise
+from noprop.data.base import TEST_FRACTION, standardise
 from noprop.data.tabular import feature_statistics, features_from_array
-from noprop.data.user import images_from_array
+from noprop.data.user import check_training_range, images_from_array
+from noprop.encoders import unportable_encoder
 from noprop.inference import InferenceOptions, logits
 from noprop.methods import Method
 from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
@@ -83,7 +89,12 @@ def _statistics(x: Tensor) -> Normalization:
 
 
 class Classifier:
-    """A NoProp (or baseline) classifier of images or table rows with a scikit-learn-like surface."""
+    """A NoProp (or baseline) classifier of images or table rows with a scikit-learn-like surface.
+
+    Budgets and the held-out split are ``noprop train``'s on a file of the same data (one code
+    path, ``RunConfig.resolved``). After :meth:`fit`: ``validation_score_`` (the last epoch's
+    accuracy on the validation data) and ``history_`` (the rows of ``metrics.csv``, one per epoch).
+    """
 
     def __init__(self, method: str = "dt", *, run_dir: str | Path | None = None, overwrite: bool = False,
                  **config: Any) -> None:
@@ -97,6 +108,16 @@ class Classifier:
         self.normalization: Normalization | None = None
         self.spec: DataSpec | None = None
         self._trainer: Trainer | None = None
+        self.validation_score_: float | None = None
+        self.history_: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        """``Classifier(method='dt', epochs=5)``: the settings that differ from the defaults."""
+        defaults = RunConfig(self.config.method).to_dict()
+        shown = {k: v for k, v in self.config.to_dict().items()
+                 if k not in ("method", "progress", "log_epochs") and v != defaults.get(k)}
+        return "Classifier(" + ", ".join([f"method={self.config.method!r}",
+                                          *(f"{k}={v!r}" for k, v in shown.items())]) + ")"
 
     def fit(
         self,
@@ -104,13 +125,17 @@ class Classifier:
         y: ArrayLike | None = None,
         *,
         validation: tuple[ArrayLike, ArrayLike] | Iterable[Any] | None = None,
-        validation_split: float = 0.1,
+        validation_split: float = TEST_FRACTION,
+        verbose: bool = False,
     ) -> Classifier:
-        """Train on ``(x, y)`` tensors/arrays, or on a DataLoader of ``(x, y)`` batches as ``x``.
+        """Train on ``(x, y)`` tensors/arrays, or on a DataLoader of ``(x, y)`` batches as ``x``;
+        returns ``self``.
 
         Per-epoch accuracy is measured on ``validation``; without it, on a held-out
-        ``validation_split`` of the training data (a fixed, seeded split). An existing run in
-        ``run_dir`` is refused unless the classifier was made with ``overwrite=True``.
+        ``validation_split`` of the training data (a fixed, seeded split; 20 %, as ``noprop train``
+        holds out of a file without a test split). ``verbose``: print what ``noprop train`` prints
+        (the budget and model lines, one line per epoch). An existing run in ``run_dir`` is
+        refused unless the classifier was made with ``overwrite=True``.
         """
         train_x, train_y = _from_loader(x) if y is None else _as_examples(x, y, "fit")
         if validation is None:
@@ -126,9 +151,13 @@ class Classifier:
         stats = _statistics(train_x)
         data = ClassificationData("user", standardise(train_x, stats), train_y, standardise(val_x, stats),
                                   val_y, num_classes=num_classes, normalization=stats)
-        trainer, self.results = train_run(self.config.replace(dataset="user"), self.run_dir, data=data,
-                                          overwrite=self.overwrite)
+        config = self.config.replace(dataset="user", log_epochs=verbose, progress=verbose)
+        if self.run_dir is not None:
+            self._warn_unportable()
+        trainer, self.results = train_run(config, self.run_dir, data=data, overwrite=self.overwrite)
         self._trainer, self.model = trainer, trainer.method.eval()
+        self.validation_score_ = float(self.results["test_accuracy"])
+        self.history_ = [dict(row) for row in trainer.metrics.rows]
         self.normalization, self.spec = stats, data.spec
         return self
 
@@ -144,6 +173,8 @@ class Classifier:
             given = DataSpec(tuple(inputs.shape[1:]), self.spec.num_classes)
             axes = " (channels x height x width)" if given.is_image and self.spec.is_image else ""
             raise DataError(f"inputs are {_kind(given)} but the model takes {_kind(self.spec)}{axes}")
+        if inputs.dim() == 4:
+            check_training_range(inputs, self.normalization, "inputs")
         return standardise(inputs, self.normalization)
 
     def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
@@ -177,6 +208,7 @@ class Classifier:
         if self._trainer is None:
             raise RuntimeError("save() needs a model fitted in this session; a loaded one is already on disk")
         path = Path(path)
+        self._warn_unportable()
         with run_dir_lock(path):
             prepare_run_dir(path, resume=False, overwrite=self.overwrite)
             clear_run_files(path)
@@ -186,6 +218,11 @@ class Classifier:
                 write_results(path, self.results)
         return path
 
+    def _warn_unportable(self) -> None:
+        note = unportable_encoder(getattr(self.config.method_config, "encoder", None))
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=3)
+
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
         """Restore a classifier from a run directory or checkpoint (``noprop train`` output too),
@@ -194,6 +231,7 @@ class Classifier:
         clf = cls.__new__(cls)
         clf.config, clf.run_dir, clf.model, clf.results = run.config, Path(path), run.method, None
         clf.overwrite, clf._trainer = False, None
+        clf.validation_score_, clf.history_ = None, []
         clf.spec, clf.normalization = run.spec, run.data_info.statistics
         return clf
 

@@ -41,6 +41,14 @@ DATASET_BUDGETS = {"digits": {"epochs": 15, "batch_size": 64},
                    # the embedded tables (456 and 143 training rows): batch 64 and more passes
                    "breast-cancer": {"epochs": 20, "batch_size": 64},
                    "wine": {"epochs": 40, "batch_size": 64}}
+#: A dataset without a budget above (a user's file or folder, ``Classifier``'s arrays) gets one
+#: sized by optimizer steps: a method learns in steps, not epochs, and 10 epochs of a 150-row
+#: table are 10 steps. Each training unit takes at least ``STEP_TARGET`` steps, in batches of
+#: ``batch_size`` shrunk (to no less than 16) so that small data has 8 or more per epoch.
+STEP_TARGET = 1000
+SIZED_MAX_EPOCHS = 500
+#: A run whose units end with fewer steps than this is told so (far from ``STEP_TARGET``).
+FEW_STEPS = 100
 
 #: Values that runs saved before the split wrote for settings their method did not take.
 _LEGACY_UNSET: dict[str, Any] = {"fused": False}
@@ -65,9 +73,11 @@ class RunConfig:
                             "off in the paper)")
     # optimisation (paper: batch 128, lr 1e-3, weight decay 1e-3); None: the dataset's default
     epochs: int | None = setting(None, "passes over the data (NoProp-DT sequential: T passes each; "
-                                 "default: 15 on digits (ct 60), else 10)", positive=True)
-    batch_size: int | None = setting(None, "batch size (default: 64 on digits, else 128, the paper's)",
-                                     positive=True)
+                                 "default: 15 on digits (ct 60), 10 on other named datasets; your "
+                                 "own data: enough for 1000 steps per unit)", positive=True)
+    batch_size: int | None = setting(None, "batch size (default: 64 on digits and the tables, 128 (the "
+                                     "paper's) on other named datasets; your own data: 128 halved to "
+                                     "8+ batches, min 16)", positive=True)
     lr: float = setting(1e-3, "learning rate (the paper's 1e-3)", positive=True)
     lr_schedule: str = setting("constant", "constant (the paper) or cosine decay to 0; epochs count each "
                                "block's own passes (noprop/lr_schedule.py)", choices=LR_SCHEDULES)
@@ -157,14 +167,36 @@ class RunConfig:
         if not self.label_column.strip():
             raise ConfigError("label_column must name a column, got an empty name")
 
-    def resolved(self) -> RunConfig:
+    def resolved(self, train_rows: int | None = None) -> RunConfig:
         """A copy with the dataset's budget (and the method's own on that dataset, where it has one)
-        filled in and data paths made absolute (at run start)."""
-        budget = {**DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
-                  **method_class(self.method).default_budgets.get(self.dataset, {})}
+        filled in and data paths made absolute (at run start).
+
+        A dataset without a shipped budget is sized by steps (:func:`sized_budget`) once
+        ``train_rows`` is known; until then its ``epochs`` and ``batch_size`` stay ``None``."""
+        if self.has_shipped_budget():
+            budget = {**DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
+                      **method_class(self.method).default_budgets.get(self.dataset, {})}
+        elif train_rows is not None:
+            budget = {k: v for k, v in sized_budget(train_rows, self.batch_size).items() if k != "steps"}
+        else:
+            budget = {}
         changes: dict[str, Any] = {k: v for k, v in budget.items() if getattr(self, k) is None}
         changes.update(self._absolute_paths())
         return self.replace(**changes) if changes else self
+
+    def has_shipped_budget(self) -> bool:
+        """Whether the dataset is one the package knows (its budget is in this module)."""
+        from noprop.data import DATASETS
+
+        return self.dataset in DATASETS
+
+    def budget_note(self, train_rows: int) -> str | None:
+        """The line a run starts with when its epochs were sized by steps (None otherwise)."""
+        if self.epochs is not None or self.has_shipped_budget():
+            return None
+        budget = sized_budget(train_rows, self.batch_size)
+        return (f"epochs: {budget['epochs']}, batch {budget['batch_size']} (sized for "
+                f"{budget['steps']:,} steps on {train_rows:,} training rows; --epochs to change)")
 
     def _absolute_paths(self) -> dict[str, str]:
         """Data paths made absolute, so a saved run resumes from any working directory."""
@@ -217,6 +249,21 @@ class RunConfig:
         if mine:
             config = method_class(self.method).config_class.build(self.method, {**config.to_dict(), **mine})
         return dataclasses.replace(self, method_config=config, **changes)
+
+
+def sized_budget(train_rows: int, batch_size: int | None = None) -> dict[str, int]:
+    """Epochs and batch size giving each unit about ``STEP_TARGET`` steps on ``train_rows`` rows
+    (at least the default 10 epochs, so large data keeps them; at most ``SIZED_MAX_EPOCHS``), and
+    the ``steps`` that makes."""
+    from noprop.data.base import num_batches
+
+    if batch_size is None:
+        batch_size = DEFAULT_BUDGET["batch_size"]
+        while batch_size > 16 and train_rows < 8 * batch_size:
+            batch_size //= 2
+    per_epoch = num_batches(max(train_rows, 1), batch_size)
+    epochs = min(max(DEFAULT_BUDGET["epochs"], -(-STEP_TARGET // per_epoch)), SIZED_MAX_EPOCHS)
+    return {"epochs": epochs, "batch_size": batch_size, "steps": epochs * per_epoch}
 
 
 #: The run's own settings, by name.

@@ -192,6 +192,16 @@ def factory_path(factory: Callable[..., nn.Module]) -> str:
     return path
 
 
+def unportable_encoder(path: str | None) -> str | None:
+    """A one-line warning when a saved run's encoder only imports in the process that made it
+    (defined in the script run as ``__main__``): saving works, loading elsewhere cannot."""
+    if not path or path.partition(":")[0] != "__main__":
+        return None
+    return (f"encoder {path} is defined in the script being run, so this saved model will not load "
+            "in another process (cannot import __main__); move the encoder into an importable module "
+            "and pass it from there")
+
+
 def resolve_factory(path: str) -> Callable[..., nn.Module]:
     """The callable that ``package.module:factory`` names; a one-line error if it cannot be had."""
     module_name, _, attr = path.partition(":")

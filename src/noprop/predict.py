@@ -2,9 +2,12 @@
 classify.
 
 For a model trained on images, inputs are image files (anything Pillow reads), folders of them,
-``.npz`` files with an ``x`` array, or ``.npy`` arrays. Pixels are brought to [0, 1] (uint8 / 255;
-floats taken as they are), converted to the model's channels (grey <-> RGB, RGBA loses alpha) and
-size (bilinear, antialiased), each conversion reported as a note, then standardised with the
+``.npz`` files with an ``x`` array, or ``.npy`` arrays, of any sizes in one call. The input
+contract is ``Classifier``'s: uint8 pixels 0..255 (scaled to [0, 1]) or floats in [0, 1]; 0..255
+pixels in another dtype, and inputs far outside the model's training range, are refused in one
+line (divide by 255, or pass uint8). Inputs are converted to the model's channels (grey <-> RGB,
+RGBA loses alpha) and size (bilinear, antialiased), each conversion reported as a note, then
+standardised with the
 per-channel mean and std the model was trained with, which the checkpoint records
 (``data_info.normalization``).
 
@@ -31,7 +34,13 @@ from torch import Tensor
 from noprop.data import DataError
 from noprop.data.base import standardise
 from noprop.data.tabular import check_columns, features_from_array, read_csv
-from noprop.data.user import IMAGE_SUFFIXES, NPY_READ_ERRORS, images_from_array, read_image_files
+from noprop.data.user import (
+    IMAGE_SUFFIXES,
+    NPY_READ_ERRORS,
+    check_training_range,
+    images_from_array,
+    read_image_files,
+)
 from noprop.inference import InferenceOptions, infer
 from noprop.saved_run import LoadedRun
 from noprop.spec import DataSpec
@@ -72,11 +81,11 @@ def _load_array(path: Path, what: str) -> np.ndarray:
         raise DataError(f"cannot read {what} from {path}: {err}") from None
 
 
-def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
-    """Source names and images ``(N, C, H, W)`` in [0, 1] scale, from files, folders and arrays."""
+def read_inputs(paths: list[Path]) -> tuple[list[str], list[np.ndarray]]:
+    """Source names and groups of images ``(n, C, H, W)`` in [0, 1] scale (one shape per group, in
+    the order given), from files, folders and arrays."""
     sources: list[str] = []
     arrays: list[np.ndarray] = []
-    images: list[Path] = []
     for path in _expand(paths):
         suffix = path.suffix.lower()
         if suffix == ".csv":
@@ -88,15 +97,16 @@ def read_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
             x = images_from_array(a, f"{path}")
             arrays.append(x)
             sources += [f"{path}[{i}]" for i in range(len(x))]
+        else:  # one at a time: files of any size, each resized by prepare()
+            arrays.append(read_image_files([path]))
+            sources.append(str(path))
+    groups: list[np.ndarray] = []
+    for a in arrays:  # neighbours of one shape go together (one note, one resize)
+        if groups and groups[-1].shape[1:] == a.shape[1:]:
+            groups[-1] = np.concatenate([groups[-1], a])
         else:
-            images.append(path)
-    if images:
-        arrays.append(read_image_files(images))
-        sources += [str(p) for p in images]
-    shapes = {a.shape[1:] for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"inputs have different image shapes: {sorted(shapes)}")
-    return sources, np.concatenate(arrays)
+            groups.append(a)
+    return sources, groups
 
 
 def read_table_inputs(paths: list[Path], spec: DataSpec, feature_names: list[str] | None,
@@ -138,10 +148,18 @@ def read_table_inputs(paths: list[Path], spec: DataSpec, feature_names: list[str
 LUMA = (0.299, 0.587, 0.114)
 
 
+def prepare_all(groups: list[np.ndarray], spec: DataSpec, normalization: list[list[float]] | None
+                ) -> tuple[Tensor, list[str]]:
+    """:func:`prepare` on groups of images of different shapes, joined; notes merged."""
+    prepared = [prepare(g, spec, normalization) for g in groups]
+    notes = list(dict.fromkeys(n for _, ns in prepared for n in ns))
+    return torch.cat([t for t, _ in prepared]), notes
+
+
 def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | None
             ) -> tuple[Tensor, list[str]]:
     """Images ``(N, C, H, W)`` in [0, 1] made the model's shape and standardised as in training;
-    also the notes on what was converted."""
+    also the notes on what was converted. Inputs far outside the training range are refused."""
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     notes = []
     channels = t.shape[1]
@@ -161,6 +179,7 @@ def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | No
     if tuple(t.shape[2:]) != size:
         notes.append(f"resized {len(t)} inputs from {t.shape[2]}x{t.shape[3]} to {size[0]}x{size[1]}")
         t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+    check_training_range(t, normalization, "inputs")
     return standardise(t, normalization).contiguous(), notes
 
 
@@ -171,8 +190,8 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     at ``precision`` (default: the run's), so a test image gets the class the trainer scored."""
     info, spec = run.data_info, run.spec
     if spec.is_image:
-        sources, raw = read_inputs(paths)
-        x, notes = prepare(raw, spec, info.normalization)
+        sources, groups = read_inputs(paths)
+        x, notes = prepare_all(groups, spec, info.normalization)
     elif len(spec.input_shape) == 1:
         sources, rows = read_table_inputs(paths, spec, info.feature_names, run.config.label_column)
         x, notes = standardise(torch.from_numpy(rows), info.normalization).contiguous(), []

@@ -20,9 +20,11 @@ from __future__ import annotations
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from noprop.data.base import ClassificationData, DataError, hold_out, standardised_data
 from noprop.data.tabular import assemble_table, features_from_array, load_csv
@@ -85,8 +87,15 @@ def load_npz(path: Path) -> ClassificationData:
     return assemble_table(path.stem, x, y, xt, yt, names, features, path)
 
 
+#: The input contract for images: uint8 0..255 (scaled to [0, 1]) or floats in [0, 1]. Numbers
+#: that are never negative and reach past ``PIXEL_MAX`` are 0..255 pixels in another dtype: taken
+#: as they are, they train a model on another scale than ``noprop predict``'s image files have.
+PIXEL_MAX = 1.5
+
+
 def images_from_array(a: np.ndarray, what: str) -> np.ndarray:
-    """``(N, C, H, W)`` float32 in the array's own scale (uint8 scaled to [0, 1])."""
+    """``(N, C, H, W)`` float32 in [0, 1] (uint8 scaled), or as given where the numbers are not
+    pixels (standardised, signed); other dtypes holding 0..255 pixels are refused."""
     if a.dtype.kind not in "uif" or a.dtype == np.bool_:
         raise DataError(f"{what} must hold numbers, found dtype {a.dtype}")
     if a.ndim == 3:
@@ -104,7 +113,35 @@ def images_from_array(a: np.ndarray, what: str) -> np.ndarray:
     out = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)
     if not np.isfinite(out).all():
         raise DataError(f"{what} contains NaN or infinite values")
+    lo, hi = float(out.min()), float(out.max())
+    if a.dtype != np.uint8 and lo >= 0 and hi > PIXEL_MAX:
+        raise DataError(f"{what} holds {a.dtype} pixels from {lo:g} to {hi:g}; images are uint8 0..255 "
+                        "or floats in [0, 1]: divide by 255 (or pass uint8)")
     return np.ascontiguousarray(out)
+
+
+def check_training_range(x: np.ndarray | torch.Tensor, normalization: Sequence[Sequence[float]] | None,
+                         what: str) -> None:
+    """Refuse images far outside the range the model was trained on (beyond 10 std of a channel's
+    training mean): 0..255 floats given to a model trained on [0, 1] score near chance, silently."""
+    if normalization is None:
+        return
+    t = torch.as_tensor(x)
+    if t.dim() != 4 or t.numel() == 0:
+        return
+    mean = torch.tensor(normalization[0], dtype=torch.float32)
+    std = torch.tensor(normalization[1], dtype=torch.float32)
+    if len(mean) != t.shape[1]:
+        return
+    band = (10 * std).clamp_min(1.0)  # a channel constant in training (std floored) still has room
+    low, high = mean - band, mean + band
+    values = t.float().transpose(0, 1).reshape(t.shape[1], -1)
+    lo, hi = values.min(1).values, values.max(1).values
+    if bool((lo < low).any() or (hi > high).any()):
+        trained = f"{float(low.min()):.2g} to {float(high.max()):.2g}"
+        raise DataError(f"{what} run from {float(lo.min()):g} to {float(hi.max()):g}, far outside what "
+                        f"the model was trained on (about {trained}); "
+                        "images are uint8 0..255 or floats in [0, 1]: divide by 255 (or pass uint8)")
 
 
 def _labels(a: np.ndarray, what: str) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from noprop import device as devices
-from noprop.config import RunConfig
+from noprop.config import FEW_STEPS, STEP_TARGET, RunConfig
 from noprop.data.base import ClassificationData, num_batches
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods.base import Method
@@ -61,7 +61,7 @@ from noprop.training.optimizers import (
 )
 from noprop.training.order import epoch_batches
 from noprop.training.parallelism import Parallelism
-from noprop.training.progress import model_summary, position, progress_bar, say
+from noprop.training.progress import EpochProgress, model_summary, position, say
 
 #: How the trainer scores the model after an epoch: accuracy read out after each inference step
 #: (the last is the final prediction's). Default: the test split with the run's InferenceOptions.
@@ -84,7 +84,9 @@ class Trainer:
     def __init__(self, method: Method, data: ClassificationData, config: RunConfig,
                  run_dir: Path | None = None, parallelism: Parallelism | None = None,
                  evaluation: Evaluation | None = None) -> None:
-        self.config = config = config.resolved()
+        #: The line saying how the budget was sized by steps (None: the run or dataset gave it).
+        self.budget_note = config.budget_note(len(data.train_x))
+        self.config = config = config.resolved(train_rows=len(data.train_x))
         self.device = devices.resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = devices.resolve_precision(config.precision, self.device)
@@ -299,8 +301,8 @@ class Trainer:
         self.parallelism.begin_epoch(self.method)
         p, total = self.progress, self.steps_per_epoch()
         self._epoch_clock = time.perf_counter() - p.epoch_seconds
-        bar = progress_bar(total=total, initial=p.step, desc=f"epoch {p.epoch + 1}/{self.config.epochs}",
-                           enabled=self.config.progress)
+        bar = EpochProgress(epoch=p.epoch + 1, epochs=self.config.epochs, total=total, initial=p.step,
+                            rows=len(self.data.train_x), enabled=self.config.progress)
         for index, (unit, xb, yb) in enumerate(self._epoch_batches(p.epoch)):
             if index < p.step:
                 continue  # finished before an interruption: same order replayed, step skipped
@@ -315,8 +317,8 @@ class Trainer:
                 continue
             for k, v in terms.items():
                 p.epoch_sums[k] = p.epoch_sums.get(k, 0.0) + v
-            if self.config.progress and p.step % 50 == 0:
-                bar.set_postfix(unit=self.units[unit].name, loss=f"{float(terms['loss']):.3f}")
+            if bar.wants_loss(p.step):  # the only host sync progress costs, when a line is due
+                bar.show_loss(p.step, float(terms["loss"]), self.units[unit].name)
             if self.out_of_time():
                 break
         bar.close()
@@ -341,6 +343,8 @@ class Trainer:
             write_config(self.run_dir, config)
         devices.reset_peak_memory(self.device)
         if config.log_epochs:
+            if self.budget_note and not self.epoch:
+                say(self.budget_note)
             say(model_summary(self.method))
         with self._stop, devices.flushed_denormals(config.flush_denormal) as self.denormals_flushed:
             self._last_save = time.monotonic()
@@ -363,11 +367,25 @@ class Trainer:
             say(f"warning: the time budget ended before {len(untrained)} of {len(self.units)} units "
                 f"took a step ({', '.join(untrained)}), so predictions are poor; with "
                 "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
+        few = self.few_steps_note()
+        if few and config.log_epochs:
+            say(few)
         results = self.results(float(self.metrics.rows[-1]["test_accuracy"]) if self.metrics.rows
                                else float("nan"))
         if self.run_dir is not None:
             write_results(self.run_dir, results)
         return results
+
+    def few_steps_note(self) -> str | None:
+        """A warning when the run ended with far fewer steps per unit than a method needs to learn
+        (``FEW_STEPS``; the untrained-units warning covers units with none)."""
+        steps = [self.progress.unit_steps[u] for u in self.trained_units] if self.progress.unit_steps else []
+        fewest = min(steps, default=0)
+        if not 0 < fewest < FEW_STEPS:
+            return None
+        return (f"warning: each training unit took only {fewest} optimizer steps (a method needs "
+                f"~{STEP_TARGET:,} to learn; {FEW_STEPS} at the very least), so predictions are "
+                "likely poor; train longer with --epochs (or a smaller --batch-size)")
 
     def untrained_units(self) -> list[str]:
         """Units this process trains that have not taken a single step (a cut sequential epoch)."""
