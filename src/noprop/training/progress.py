@@ -13,6 +13,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from noprop.config import FEW_STEPS, STEP_TARGET
 from noprop.methods.base import Method
 
 PLAIN_EVERY_SECONDS = 60.0
@@ -101,3 +102,20 @@ def warn(line: str) -> None:
 
 def _is_terminal() -> bool:
     return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def budget_warnings(unit_steps: dict[str, int]) -> list[str]:
+    """End-of-run lines for units that took no step (a time budget cut a sequential epoch) or far
+    fewer than a method needs to learn (``FEW_STEPS`` of the ``STEP_TARGET`` a sized budget gives)."""
+    lines = []
+    untrained = [name for name, n in unit_steps.items() if not n]
+    if untrained:
+        lines.append(f"warning: the time budget ended before {len(untrained)} of {len(unit_steps)} units "
+                     f"took a step ({', '.join(untrained)}), so predictions are poor; with "
+                     "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
+    fewest = min(unit_steps.values(), default=0)
+    if 0 < fewest < FEW_STEPS:
+        lines.append(f"warning: each training unit took only {fewest} optimizer steps (a method needs "
+                     f"~{STEP_TARGET:,} to learn; {FEW_STEPS} at the very least), so predictions are "
+                     "likely poor; train longer with --epochs (or a smaller --batch-size)")
+    return lines

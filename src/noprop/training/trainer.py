@@ -6,13 +6,10 @@ are visited in the order of :mod:`noprop.training.order`. After every epoch the 
 evaluated, a row goes to ``metrics.csv`` and a checkpoint (:class:`~noprop.saved_run.SavedRun`) is
 written atomically.
 
-Surviving faults (``docs/failure-modes.md``): SIGINT/SIGTERM stop the loop at the next step
-boundary with a checkpoint of the whole state (model, every optimizer, all RNG states, epoch, step
-within the epoch, the epoch's running loss sums), so a resumed run ends bit for bit where an
-uninterrupted one would on CPU: the epoch's data order is a function of (seed, epoch, unit), and
-resuming mid-epoch replays it, skipping the finished steps. A NaN/inf loss term stops the run
-naming the unit, step and term (or, with ``skip_nonfinite``, skips the batch); no checkpoint
-holding a NaN/inf is ever written, so the last good one stays on disk.
+Surviving faults (``docs/failure-modes.md``): SIGINT/SIGTERM stop the loop at the next step with
+a checkpoint of the whole state (mid-epoch too), so a resumed run ends bit for bit where an
+uninterrupted one would on CPU. A NaN/inf stops the run naming the unit, step and term (or, with
+``skip_nonfinite``, skips the batch); no checkpoint holding a NaN/inf is ever written.
 
 Build a trainer for a run with :func:`noprop.run.build_trainer`; other processes, the evaluation
 and the run files are behind :class:`~noprop.training.parallelism.Parallelism`,
@@ -31,7 +28,7 @@ import torch
 from torch import Tensor
 
 from noprop import device as devices
-from noprop.config import FEW_STEPS, STEP_TARGET, RunConfig
+from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods.base import Method
@@ -61,7 +58,7 @@ from noprop.training.optimizers import (
 )
 from noprop.training.order import epoch_batches
 from noprop.training.parallelism import Parallelism
-from noprop.training.progress import EpochProgress, model_summary, position, say
+from noprop.training.progress import EpochProgress, budget_warnings, model_summary, position, say
 
 #: How the trainer scores the model after an epoch: accuracy read out after each inference step
 #: (the last is the final prediction's). Default: the test split with the run's InferenceOptions.
@@ -362,30 +359,15 @@ class Trainer:
                     say(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
                 if self.run_dir is not None:
                     self.save_checkpoint()
-        untrained = self.untrained_units()
-        if untrained and config.log_epochs:
-            say(f"warning: the time budget ended before {len(untrained)} of {len(self.units)} units "
-                f"took a step ({', '.join(untrained)}), so predictions are poor; with "
-                "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
-        few = self.few_steps_note()
-        if few and config.log_epochs:
-            say(few)
+        if config.log_epochs:
+            steps = self.progress.unit_steps or []
+            for line in budget_warnings({self.units[u].name: steps[u] for u in self.trained_units}):
+                say(line)
         results = self.results(float(self.metrics.rows[-1]["test_accuracy"]) if self.metrics.rows
                                else float("nan"))
         if self.run_dir is not None:
             write_results(self.run_dir, results)
         return results
-
-    def few_steps_note(self) -> str | None:
-        """A warning when the run ended with far fewer steps per unit than a method needs to learn
-        (``FEW_STEPS``; the untrained-units warning covers units with none)."""
-        steps = [self.progress.unit_steps[u] for u in self.trained_units] if self.progress.unit_steps else []
-        fewest = min(steps, default=0)
-        if not 0 < fewest < FEW_STEPS:
-            return None
-        return (f"warning: each training unit took only {fewest} optimizer steps (a method needs "
-                f"~{STEP_TARGET:,} to learn; {FEW_STEPS} at the very least), so predictions are "
-                "likely poor; train longer with --epochs (or a smaller --batch-size)")
 
     def untrained_units(self) -> list[str]:
         """Units this process trains that have not taken a single step (a cut sequential epoch)."""
