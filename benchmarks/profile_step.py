@@ -24,6 +24,8 @@ Usage::
 
     python benchmarks/profile_step.py --threads 2 --out docs/results/2026-12-03-cpu/profile
     python benchmarks/profile_step.py --precisions bf16 --variants a --steps 3 --top 30
+    python benchmarks/profile_step.py --compare old=channels_last=off,dropout=torch \
+        dropout=channels_last=off new= --rounds 3 --out DIR       # changes against each other
 
 Prints a table per (variant, precision) and writes ``profile.json`` (all cells) under ``--out``.
 """
@@ -225,6 +227,30 @@ def profile_variant(variant: Any, x: torch.Tensor, y: torch.Tensor, *, steps: in
     }
 
 
+def compare(variants: dict[str, Any], x: torch.Tensor, y: torch.Tensor, *, rounds: int, flops: float,
+            peak_of: Any) -> dict[str, Any]:
+    """Step time of each of ``variants`` (name -> variant), interleaved round by round with a matmul
+    peak per round; each one's median round speed-up over the first and its fraction of the peak."""
+    for v in variants.values():
+        v.step(x, y)
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    peaks = []
+    for _ in range(rounds):
+        peaks.append(peak_of())
+        for k, v in variants.items():
+            start = time.perf_counter()
+            v.step(x, y)
+            seconds[k].append(time.perf_counter() - start)
+    first = next(iter(variants))
+    return {k: {"step_seconds": round(statistics.median(s), 4),
+                "speedup_over_" + first: round(statistics.median(
+                    b / a for a, b in zip(s, seconds[first], strict=True)), 3),
+                "median_round_fraction_of_matmul_peak": round(statistics.median(
+                    flops / t / pk for t, pk in zip(s, peaks, strict=True)), 3)}
+            for k, s in seconds.items()} | {"matmul_peak_gflop_per_second": [round(pk / 1e9, 1)
+                                                                            for pk in peaks]}
+
+
 def split_table(cell: dict[str, Any]) -> str:
     lines = ["| bucket | ms | share | GFLOP | GFLOP/s | of peak |", "|---|---|---|---|---|---|"]
     for name, row in cell["split"].items():
@@ -252,7 +278,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--top", type=int, default=25, help="aten ops listed by self time")
     p.add_argument("--speed", nargs="*", default=[], metavar="NAME=VALUE",
                    help="speed switches of the step (benchmarks/speed.py --speed)")
-    p.add_argument("--out", type=Path, default=None, help="write profile.json here")
+    p.add_argument("--compare", nargs="+", default=None, metavar="NAME=SWITCH,SWITCH",
+                   help="instead of profiling: time these step configurations against each other, "
+                        "interleaved (the first is the reference), e.g. old=channels_last=off,dropout=torch "
+                        "new=")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
+    p.add_argument("--out", type=Path, default=None, help="write profile.json (compare.json) here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,7 +295,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     y = torch.randint(0, spec.num_classes, (args.batch_size,), generator=g)
     load_before = os.getloadavg()[0]
     cells: list[dict[str, Any]] = []
-    for precision in args.precisions:
+    for precision in (args.precisions if args.compare else []):
+        for key in args.variants:
+            name = "backprop" if key == "c" else "dt"
+            hp = {"num_blocks": args.num_blocks, **({"fused": True} if key == "b" else {})}
+            configs = {}
+            for item in args.compare:
+                label, _, switches = item.partition("=")
+                torch.manual_seed(0)
+                configs[label] = Variant(key, build_method(name, spec, hp), device, precision,
+                                         speed=[sw for sw in switches.split(",") if sw])
+            flops = sum(phase_flops(next(iter(configs.values())), x, y).values())
+            cell = compare(configs, x, y, rounds=args.rounds, flops=flops, peak_of=lambda p=precision:
+                           matmul_peak_flops(device, args.matmul_size, reps=3, precision=p))
+            cell.update(variant=key, name=VARIANTS[key], precision=precision, compared=args.compare,
+                        gflop_per_step=round(flops / 1e9, 2))
+            cells.append(cell)
+            print(f"({key}) {precision}: " + json.dumps(cell), flush=True)
+    for precision in ([] if args.compare else args.precisions):
         peak = matmul_peak_flops(device, args.matmul_size, reps=5, precision=precision)
         for key in args.variants:
             torch.manual_seed(0)
@@ -295,7 +343,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "profile.json").write_text(json.dumps(results, indent=2) + "\n")
+        name = "compare.json" if args.compare else "profile.json"
+        (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
