@@ -14,7 +14,7 @@ defaults (:func:`noprop.device.channels_last_for`: channels-last images in bf16 
 
 Usage::
 
-    python benchmarks/cpu_epoch_check.py --data-dir /work/shared/data --threads 2 \\
+    python benchmarks/cpu_epoch_check.py --data-dir ../shared/data --threads 2 \\
         --out docs/results/2026-12-03-cpu/epoch-check.json
 """
 
