@@ -35,9 +35,22 @@ def test_run_directory_gives_training_curves_and_chain_readout(tmp_path):
     assert_pngs(written, {"training_curves.png", "readout.png"})
 
 
-def test_run_without_a_chain_gets_no_readout_figure(tmp_path):
+def test_run_without_a_chain_gets_no_readout_figure_and_says_why(tmp_path, capsys):
     write_run(tmp_path / "run", "cnn", [0.5, 0.8], readouts=[0.8])
     assert_pngs(plot_path(tmp_path / "run"), {"training_curves.png"})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no readout figure" in err[0] and "one prediction" in err[0]
+
+
+def test_a_loss_term_equal_to_the_total_is_drawn_once_not_hidden_under_it() -> None:
+    from noprop.plot import _loss_curves
+
+    rows = [{"train_loss": 2.0, "train_flow": 2.0, "train_ce": 1.0}, {"train_loss": 1.0, "train_flow": 1.0,
+                                                                      "train_ce": 0.5}]
+    curves = _loss_curves(rows, ["train_loss", "train_flow", "train_ce"])
+    assert curves == {"loss = flow": [2.0, 1.0], "ce": [1.0, 0.5]}
+    rows[1]["train_flow"] = 0.9  # a term that differs somewhere keeps its own line
+    assert set(_loss_curves(rows, ["train_loss", "train_flow"])) == {"loss", "flow"}
 
 
 def test_a_damaged_checkpoint_or_config_still_gives_the_training_curves(tmp_path, capsys):

@@ -156,3 +156,13 @@ def test_cli_reproduce_lists_the_configs(capsys):
     assert cli.main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-dt" in listing and "99.47" in listing and "fashion-mnist-fm" in listing
+
+
+def test_reproduce_help_names_the_configs_values_not_trains_digits_defaults(capsys) -> None:
+    from noprop.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS passes over the data" in text and "(default: the config's)" in text
+    assert "15 on digits" not in text and "64 on digits" not in text

@@ -70,8 +70,8 @@ def plot_run(run_dir: Path, out_dir: Path, *, readout_samples: int = 2000) -> li
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     loss_keys = [k for k in rows[0] if k.startswith("train_") and isinstance(rows[0][k], (int, float))]
-    for key in loss_keys:
-        ax_loss.plot(epochs, [r.get(key) for r in rows], marker="o", label=key.removeprefix("train_"))
+    for label, values in _loss_curves(rows, loss_keys).items():
+        ax_loss.plot(epochs, values, marker="o", label=label)
     ax_loss.set(title=f"{name}: training loss terms", xlabel="epoch", ylabel="mean over the epoch")
     _log_scale_if_positive(ax_loss, [r.get(k) for r in rows for k in loss_keys])
     ax_loss.legend(fontsize="small")
@@ -84,7 +84,23 @@ def plot_run(run_dir: Path, out_dir: Path, *, readout_samples: int = 2000) -> li
     readouts = run_readouts(run_dir, readout_samples)
     if readouts and len(readouts) > 1:
         written.append(_plot_readouts({name: [readouts]}, out_dir / "readout.png", legend="run"))
+    elif readouts:
+        print(f"noprop plot: no readout figure for {run_dir}: its method reads out one prediction, not one "
+              f"per step (noprop analyze {run_dir} shows what each step of a NoProp chain carries)",
+              file=sys.stderr)
     return written
+
+
+def _loss_curves(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list[Any]]:
+    """One curve per loss term; a term equal to the total at every epoch (FM's flow loss when it is
+    the whole objective) is drawn once, labelled ``loss = flow``, instead of hiding under it."""
+    curves = {k.removeprefix("train_"): [r.get(k) for r in rows] for k in keys}
+    total = curves.get("loss")
+    same = [k for k, v in curves.items() if k != "loss" and v == total]
+    if total is not None and same:
+        curves = {(" = ".join(["loss", *same]) if k == "loss" else k): v for k, v in curves.items()
+                  if k not in same}
+    return curves
 
 
 def _log_scale_if_positive(ax, values: Sequence[Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -113,6 +114,12 @@ def _add_flag(p: argparse.ArgumentParser, owner: type, f: dataclasses.Field, hel
     p.add_argument(*names, **kwargs)
 
 
+def _without_default(help_text: str) -> str:
+    """``help_text`` without the built-in default it names (``(default: ...)``, ``; default: ...``)."""
+    text = re.sub(r"\s*\(default:.*\)$", "", help_text, flags=re.S)
+    return re.sub(r";\s*default:[^()]*(\([^()]*\)[^()]*)*\)", ")", text, flags=re.S)
+
+
 def _with_default(help_text: str, default: Any) -> str:
     if default is None or "default" in help_text:
         return help_text
@@ -140,13 +147,17 @@ def _method_help(takers: list[tuple[str, type, dataclasses.Field]]) -> str:
     return f"{f.metadata['help']} ({where})"
 
 
-def add_config_flags(p: argparse.ArgumentParser, *, method_flag: bool = True) -> None:
+def add_config_flags(p: argparse.ArgumentParser, *, method_flag: bool = True,
+                     overrides: bool = False) -> None:
     """Flags for every RunConfig field and every method setting; ``method_flag=False`` omits
-    ``--method`` (for commands that choose methods otherwise)."""
+    ``--method`` (for commands that choose methods otherwise); ``overrides``: the flags override a
+    config's fields (noprop reproduce), so their help names no built-in default."""
     for f in setting_fields(RunConfig):
         if not f.metadata["cli"] or (f.name == "method" and not method_flag):
             continue
         help_text = SPECIAL_HELP.get(f.name, f.metadata["help"])
+        if overrides:
+            help_text = _without_default(help_text) + " (default: the config's)"
         _add_flag(p, RunConfig, f, _with_default(help_text, f.default))
     group = p.add_argument_group("method settings", "hyperparameters of the methods that take them; "
                                  "a method refuses the ones it does not take")

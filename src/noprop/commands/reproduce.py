@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of resuming runs already in --out-dir")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    add_config_flags(p)
+    add_config_flags(p, overrides=True)
     p.set_defaults(handler=cmd_reproduce)
 
 
