@@ -10,15 +10,18 @@ from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
 from noprop.methods.dt import NoPropDT
+from noprop.methods.fg import ForwardGradient
 from noprop.methods.fm import NoPropFM
 from noprop.methods.forward_forward import ForwardForward
 from noprop.methods.local import LocalLearning
+from noprop.methods.predsim import PredSim
 from noprop.spec import DataSpec
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT, NoPropFM)}
 
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
-METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning)})
+METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
+                                          PredSim, ForwardGradient)})
 
 
 def method_class(name: str) -> type[Method]:
