@@ -19,9 +19,9 @@ Inference (Eq. 3) runs the blocks in order from ``z_0 ~ N(0, I)``::
 
 and classifies ``z_T`` with the linear classifier.
 
-How the blocks run is a strategy, ``method.steps``: :class:`PerBlockSteps` (the paper's) or
-:class:`~noprop.methods.dt_fused.FusedSteps`. Fused (``fused=True``): the method presents ONE training unit,
-``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
+How the blocks run is a strategy, ``method.block_runner``: :class:`OneBlockAtATime` (the paper's)
+or :class:`~noprop.methods.dt_fused.AllBlocksFused`. Fused (``fused=True``): the method presents ONE
+training unit, ``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
 a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
 gradient is still that of its own loss_t alone (no gradient crosses blocks) and each block keeps
 its own optimizer, so block updates match the one-block-at-a-time step. The shared group
@@ -46,7 +46,7 @@ from noprop.blocks import DTBlock
 from noprop.encoders import check_unshared, trainable
 from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.methods.config import EmbeddingConfig
-from noprop.methods.dt_fused import FusedSteps, StackedBlocks
+from noprop.methods.dt_fused import AllBlocksFused, StackedBlocks
 from noprop.methods.label_embedding import LabelEmbeddingMethod
 from noprop.sampler import posterior_chain
 from noprop.schedules import CosineSchedule, gaussian_prior_kl
@@ -73,7 +73,7 @@ class DTConfig(EmbeddingConfig):
             raise ConfigError(f"schedule_clip must lie in (0, 0.5), got {self.schedule_clip}")
 
 
-class PerBlockSteps:
+class OneBlockAtATime:
     """The paper's way to run the blocks: one training unit per block, the sampler block by block."""
 
     def training_units(self, m: NoPropDT) -> list[TrainingUnit]:
@@ -116,16 +116,17 @@ class NoPropDT(LabelEmbeddingMethod):
         #: all blocks as one stacked module (no parameters of its own; see dt_fused)
         self.stacked = StackedBlocks(self.blocks)
         #: how a training step and the sampler run the blocks: one at a time, or fused
-        self.steps: PerBlockSteps | FusedSteps = FusedSteps() if c.fused else PerBlockSteps()
+        self.block_runner: OneBlockAtATime | AllBlocksFused = (AllBlocksFused() if c.fused
+                                                                else OneBlockAtATime())
 
     @property
     def fused(self) -> bool:
-        """Whether the blocks run fused (``FusedSteps``); settable, e.g. to time both samplers."""
-        return isinstance(self.steps, FusedSteps)
+        """Whether the blocks run fused (``AllBlocksFused``); settable, e.g. to time both samplers."""
+        return isinstance(self.block_runner, AllBlocksFused)
 
     @fused.setter
     def fused(self, on: bool) -> None:
-        self.steps = FusedSteps() if on else PerBlockSteps()
+        self.block_runner = AllBlocksFused() if on else OneBlockAtATime()
 
     def describe(self) -> dict[str, Any]:
         if not self.fused:
@@ -139,7 +140,7 @@ class NoPropDT(LabelEmbeddingMethod):
         return groups
 
     def training_units(self) -> list[TrainingUnit]:
-        return self.steps.training_units(self)
+        return self.block_runner.training_units(self)
 
     def noisy_label(self, u: Tensor, level: int) -> Tensor:
         """A sample of ``q(z_level | y) = N(sqrt(ab) u_y, (1 - ab) I)`` (the schedule's ``sample``)."""
@@ -150,7 +151,7 @@ class NoPropDT(LabelEmbeddingMethod):
         return self.label_estimate(self.blocks[t - 1](x, z))
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
-        return self.steps.unit_loss(self, unit, x, y)
+        return self.block_runner.unit_loss(self, unit, x, y)
 
     def block_loss(self, t: int, x: Tensor, y: Tensor) -> LossOutput:
         """Block t's loss (Eq. 8 at fixed t): all that one training step of block t computes."""
@@ -176,7 +177,7 @@ class NoPropDT(LabelEmbeddingMethod):
         ``denoiser_input(k, z_k)``: what block ``k + 1`` is given in place of ``z_k``, for analysis
         (:func:`noprop.sampler.posterior_chain`; ``noprop analyze`` zeroes, shuffles or replaces it).
         """
-        return self.steps.sample_chain(self, x, deterministic=deterministic, generator=generator,
+        return self.block_runner.sample_chain(self, x, deterministic=deterministic, generator=generator,
                                        denoiser_input=denoiser_input)
 
     def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:

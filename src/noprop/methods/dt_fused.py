@@ -234,7 +234,7 @@ def fused_sample_chain(
     )
 
 
-class FusedSteps:
+class AllBlocksFused:
     """NoProp-DT's blocks run fused: one unit ``blocks`` whose loss is :func:`fused_loss`, and
     :func:`fused_sample_chain` (the strategy behind ``NoPropDT(spec, fused=True)``)."""
 
