@@ -21,8 +21,8 @@ and classifies ``z_T`` with the linear classifier.
 
 How the blocks run is a strategy, ``method.block_runner``: :class:`OneBlockAtATime` (the paper's)
 or :class:`~noprop.methods.dt_fused.AllBlocksFused`. Fused (``fused=True``): the method presents ONE
-training unit, ``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a vmap on CUDA,
-a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
+training unit, ``blocks``, whose loss is ``sum_t loss_t`` computed for all T blocks in one pass (a
+vmap on CUDA, a loop on CPU), each block on its own noisy target; one step updates every group. Block t's
 gradient is still that of its own loss_t alone (no gradient crosses blocks) and each block keeps
 its own optimizer, so block updates match the one-block-at-a-time step. The shared group
 (classifier, embedding) differs: unfused interleaved, it takes T steps per batch, one on each
