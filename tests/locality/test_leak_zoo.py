@@ -46,10 +46,9 @@ def test_the_unbroken_method_passes() -> None:
     assert report.passed, report.table()
 
 
-# -- forward leaks: block t's input read from block t-1, without gradient ------------------------
-def leak_input(monkeypatch, earlier_output) -> None:
-    """Block t's noisy input z_{t-1} gets block t-1's output added, computed by ``earlier_output``
-    (method, block index, x, z) under no_grad, in eval mode: no gradient, no module hook needed."""
+def leak_into_block_input(monkeypatch, leak) -> None:
+    """Wrap ``NoPropDT.block_loss`` so that the noisy input at every inner level ``0 < level < T``
+    passes through ``leak(method, level, x, z)``: how each leak below reaches block t's input."""
     original = NoPropDT.block_loss
 
     def block_loss(self: NoPropDT, t: int, x: Tensor, y: Tensor):
@@ -57,12 +56,7 @@ def leak_input(monkeypatch, earlier_output) -> None:
 
         def leaky(u: Tensor, level: int) -> Tensor:
             z = noisy(u, level)
-            if 0 < level < self.num_blocks:
-                self.blocks.eval()
-                with torch.no_grad():
-                    z = z + 0.1 * F.softmax(earlier_output(self, level - 1, x, z), -1) @ self.embedding.weight
-                self.blocks.train()
-            return z
+            return leak(self, level, x, z) if 0 < level < self.num_blocks else z
 
         self.noisy_label = leaky  # type: ignore[method-assign]
         try:
@@ -71,6 +65,21 @@ def leak_input(monkeypatch, earlier_output) -> None:
             del self.noisy_label
 
     monkeypatch.setattr(NoPropDT, "block_loss", block_loss)
+
+
+# -- forward leaks: block t's input read from block t-1, without gradient ------------------------
+def leak_input(monkeypatch, earlier_output) -> None:
+    """Block t's noisy input z_{t-1} gets block t-1's output added, computed by ``earlier_output``
+    (method, block index, x, z) under no_grad, in eval mode: no gradient, no module hook needed."""
+
+    def leak(self: NoPropDT, level: int, x: Tensor, z: Tensor) -> Tensor:
+        self.blocks.eval()
+        with torch.no_grad():
+            z = z + 0.1 * F.softmax(earlier_output(self, level - 1, x, z), -1) @ self.embedding.weight
+        self.blocks.train()
+        return z
+
+    leak_into_block_input(monkeypatch, leak)
 
 
 def by_forward(m: NoPropDT, k: int, x: Tensor, z: Tensor) -> Tensor:
@@ -104,25 +113,12 @@ def test_forward_leak_from_an_earlier_block_in_eval_mode(monkeypatch, earlier_ou
 def leak_gradient(monkeypatch, straight_through: bool) -> None:
     """Block t's input takes block t-1's output with its graph: either added outright (a chain) or
     as ``z + (f - f.detach())``, which changes no value but sends block t's gradient into block t-1."""
-    original = NoPropDT.block_loss
 
-    def block_loss(self: NoPropDT, t: int, x: Tensor, y: Tensor):
-        noisy = self.noisy_label
+    def leak(self: NoPropDT, level: int, x: Tensor, z: Tensor) -> Tensor:
+        f = self.denoise(level, x, z)
+        return z + (f - f.detach()) if straight_through else z + 0.1 * f
 
-        def leaky(u: Tensor, level: int) -> Tensor:
-            z = noisy(u, level)
-            if 0 < level < self.num_blocks:
-                f = self.denoise(level, x, z)
-                z = z + (f - f.detach()) if straight_through else z + 0.1 * f
-            return z
-
-        self.noisy_label = leaky  # type: ignore[method-assign]
-        try:
-            return original(self, t, x, y)
-        finally:
-            del self.noisy_label
-
-    monkeypatch.setattr(NoPropDT, "block_loss", block_loss)
+    leak_into_block_input(monkeypatch, leak)
 
 
 def test_straight_through_gradient_leak_that_changes_no_value(monkeypatch) -> None:

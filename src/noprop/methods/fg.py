@@ -41,7 +41,6 @@ from noprop.methods.base import LossOutput
 from noprop.methods.config import ConvPaddingConfig
 from noprop.methods.local import LocalLearning
 from noprop.settings import setting
-from noprop.spec import DataSpec
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,7 @@ class ForwardGradient(LocalLearning):
     """``local``'s four blocks, each updated by the activity-perturbed forward gradient of its loss."""
 
     name = "fg"
-    locality_forward = "chained"
-    default_optimizer = "adamw"
     config_class = FGConfig
-
-    def __init__(self, spec: DataSpec, config: FGConfig | None = None, **settings: object) -> None:
-        super().__init__(spec, config, **settings)
 
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
         with torch.no_grad():  # earlier blocks only provide the input; they get no gradient

@@ -68,8 +68,6 @@ class PredSim(LocalLearning):
     """``local``'s four blocks, each trained by its classifier's loss plus similarity matching."""
 
     name = "predsim"
-    locality_forward = "chained"
-    default_optimizer = "adamw"
     config_class = PredSimConfig
 
     def __init__(self, spec: DataSpec, config: PredSimConfig | None = None, **settings: object) -> None:
