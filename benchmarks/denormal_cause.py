@@ -196,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("state", help="'simulate', or a file from benchmarks/soak.py --save-state")
     parser.add_argument("--train-size", type=int, default=1600)
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=None,
+                        help="data root (default: $NOPROP_DATA, then the per-user cache)")
     parser.add_argument("--time-steps", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="--time-steps: another batch size")

@@ -96,8 +96,8 @@ def render(bench: dict, out: Path) -> str:
         f"(repeats done: {len(done)} of {planned} for some methods; see the runs column of bench.md).")
     return "\n".join([
         START,
-        f"Runs finished {machine['date_utc']} ({bench['wall_seconds'] / 60:.0f} minutes of bench in the last "
-        f"session) on {machine['cpu_count']} CPU cores ({machine['processor']}); "
+        f"Runs finished {machine['date_utc']} ({bench['wall_seconds'] / 60:.0f} minutes of bench, the last "
+        f"part if it was resumed) on {machine['cpu_count']} CPU cores ({machine['processor']}); "
         f"{load}; torch {machine['torch_version']} ({machine['torch_threads']} intra-op thread(s)). "
         "Command (`benchmarks/mnist_baselines.py`):",
         "",
@@ -123,7 +123,7 @@ def render(bench: dict, out: Path) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("/work/runs/bench-mnist-baselines"))
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-mnist-baselines")
     p.add_argument("--report-only", action="store_true", help="only plot and rewrite the docs table")
     p.add_argument("--bench-only", action="store_true", help="only run the benchmark")
     p.add_argument("--seconds", type=float, default=60.0, help="training seconds per run")

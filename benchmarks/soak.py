@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("adam", "adamw"), default=None,
                         help="override the config's optimizer (CT/FM: adam, DT: adamw)")
     parser.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=None,
+                        help="data root (default: $NOPROP_DATA, then the per-user cache)")
     parser.add_argument("--save-state", type=Path, default=None,
                         help="also save the model and optimizer state here after every epoch")
     parser.add_argument("--out", type=Path, required=True)

@@ -98,7 +98,7 @@ def render(benches: list[tuple[str, int, dict]], repeats: int) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("/work/runs/bench-tabular"))
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bench-tabular")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()

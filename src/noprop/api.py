@@ -206,7 +206,7 @@ class Classifier:
         ``results.json``) that ``Classifier.load``, ``noprop predict`` and ``noprop evaluate`` read.
         Refuses a directory holding another run unless made with ``overwrite=True``."""
         if self._trainer is None:
-            raise RuntimeError("save() needs a model fitted in this session; a loaded one is already on disk")
+            raise RuntimeError("save() needs a model fitted in this process; a loaded one is already on disk")
         path = Path(path)
         self._warn_unportable()
         with run_dir_lock(path):
