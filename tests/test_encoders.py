@@ -62,6 +62,16 @@ def test_mlp_reads_feature_vectors_and_prototypes_have_the_input_dimension() -> 
     assert model.eval().predict_logits(x).shape == (12, 3)
 
 
+def test_the_default_encoder_is_the_papers_for_images_and_the_mlp_for_vectors() -> None:
+    on_images, on_vectors = NoPropDT(IMAGES, num_blocks=2), NoPropDT(VECTORS, num_blocks=2)
+    assert RunConfig(method="dt").method_config.encoder == "auto"
+    assert any(isinstance(m, nn.Conv2d) for m in on_images.blocks[0].modules())
+    assert not any(isinstance(m, nn.Conv2d) for m in on_vectors.blocks[0].modules())
+    assert any(isinstance(m, nn.Linear) and m.in_features == 20 for m in on_vectors.blocks[0].modules())
+    with pytest.raises(ConfigError, match="applies to the mlp and resnet encoders, not to auto"):
+        RunConfig(method="dt", encoder_width=8)
+
+
 def test_resnet_is_the_cifar_resnet_20_by_default() -> None:
     encoder = ResNetEncoder(3, width=16, depth=20)
     assert round(sum(p.numel() for p in encoder.parameters()) / 1e6, 2) == 0.27  # He et al.: 0.27 M
@@ -82,7 +92,7 @@ def test_image_encoders_on_vectors_are_a_one_line_error(settings, message) -> No
     ({"encoder": "resnet", "encoder_depth": 21}, "depth must be 6n.2"),
     ({"encoder": "nosuchmodule:f"}, "cannot import encoder nosuchmodule:f"),
     ({"encoder": "user_encoders:nothing"}, "user_encoders has no nothing"),
-    ({"encoder": "resnet50"}, "encoder must be one of paper, mlp, resnet or package.module:factory"),
+    ({"encoder": "resnet50"}, "encoder must be one of auto, paper, mlp, resnet or package.module:factory"),
     ({"encoder": lambda: nn.Flatten()}, "no import path"),
 ])
 def test_encoder_settings_that_cannot_work_are_refused_in_one_line(settings, message) -> None:

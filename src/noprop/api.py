@@ -7,7 +7,7 @@
     >>> clf.predict(x_test)                                   # class indices
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
     >>> Classifier(method="dt", encoder=MyNet)                # your nn.Module factory per block
-    >>> Classifier(method="fm", encoder="mlp")                # tables (docs/own-network.md)
+    >>> Classifier(method="fm")      # tables: encoder "auto" is an MLP on feature vectors
 
 Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), tables ``(N, D)`` (one row of
 ``D`` features per example), labels integers in ``[0, C)``; the model's input shape and class

@@ -171,7 +171,7 @@ class ImageBranch(nn.Module):
         return self.out(self.project(self.features(x)))
 
 
-BUILTIN_ENCODERS: tuple[str, ...] = ("paper", "mlp", "resnet")
+BUILTIN_ENCODERS: tuple[str, ...] = ("auto", "paper", "mlp", "resnet")
 #: The sizing arguments of the built-ins that take them: (width, depth) defaults.
 SIZED_DEFAULTS: dict[str, tuple[int, int]] = {"mlp": (HIDDEN, 2), "resnet": (16, 20)}
 
@@ -231,7 +231,7 @@ def check_encoder_name(name: str, width: int | None, depth: int | None) -> None:
     for setting, value in (("encoder_width", width), ("encoder_depth", depth)):
         if value is not None and name not in SIZED_DEFAULTS:
             raise ConfigError(f"{setting} applies to the {' and '.join(SIZED_DEFAULTS)} encoders, "
-                              f"not to {name}")
+                              f"not to {name}: choose one with --encoder")
     if name == "resnet" and depth is not None and (depth - 2) % 6:
         raise ConfigError(f"resnet depth must be 6n+2 (8, 14, 20, 32, ...), got {depth}")
 
@@ -312,16 +312,23 @@ class EncoderFactory:
     depth: int | None = None
     conv_padding: str = "auto"
 
+    @property
+    def resolved(self) -> str:
+        """The encoder ``auto`` stands for: the paper's conv stack for images, the MLP for vectors."""
+        if self.name != "auto":
+            return self.name
+        return "paper" if self.spec.is_image else "mlp"
+
     def build(self) -> nn.Module:
-        spec = self.spec
-        if self.name == "paper":
+        spec, name = self.spec, self.resolved
+        if name == "paper":
             _needs_images("paper", spec)
             return ImageBranch(spec, padding=resolve_padding(self.conv_padding, spec),  # type: ignore[arg-type]
                                batch_norm=self.batch_norm)
-        if self.name in SIZED_DEFAULTS:
+        if name in SIZED_DEFAULTS:
             width, depth = (v if v is not None else d
-                            for v, d in zip((self.width, self.depth), SIZED_DEFAULTS[self.name], strict=True))
-            if self.name == "mlp":
+                            for v, d in zip((self.width, self.depth), SIZED_DEFAULTS[name], strict=True))
+            if name == "mlp":
                 return MLPEncoder(spec.input_size, width, depth, batch_norm=self.batch_norm)
             _needs_images("resnet", spec)
             return ResNetEncoder(spec.channels, width, depth)

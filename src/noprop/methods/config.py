@@ -84,9 +84,9 @@ class EncoderConfig(ConvPaddingConfig):
     which is what the run's config and checkpoint record.
     """
 
-    encoder: str = setting("paper", "the blocks' input encoder: paper (the paper's conv stack), mlp "
-                           "(feature vectors), resnet (images), or package.module:factory", shape=True,
-                           metavar="NAME")
+    encoder: str = setting("auto", "the blocks' input encoder: auto (paper for images, mlp for feature "
+                           "vectors), paper (the paper's conv stack), mlp (feature vectors), resnet "
+                           "(images), or package.module:factory", shape=True, metavar="NAME")
     encoder_width: int | None = setting(None, "mlp: hidden units (256); resnet: channels of the first "
                                         "stage (16)", positive=True, shape=True)
     encoder_depth: int | None = setting(None, "mlp: hidden layers (2); resnet: depth 6n+2 (20)",
