@@ -43,7 +43,8 @@ def test_every_nav_page_is_built_and_linked_from_the_home_page(site: Path):
 
 def test_api_reference_documents_the_public_objects(site: Path):
     classifier = (site / "api" / "classifier.html").read_text()
-    for anchor in ["noprop.api.Classifier.fit", "noprop.api.Classifier.predict", "noprop.api.Classifier.save"]:
+    anchors = ["noprop.api.Classifier.fit", "noprop.api.Classifier.predict", "noprop.api.Classifier.save"]
+    for anchor in anchors:
         assert f'id="{anchor}"' in classifier, anchor
     methods = (site / "api" / "methods.html").read_text()
     assert 'id="noprop.methods.base.Method"' in methods
