@@ -43,12 +43,13 @@ DATASET_BUDGETS = {"digits": {"epochs": 15, "batch_size": 64},
                    "wine": {"epochs": 40, "batch_size": 64}}
 #: A dataset without a budget above (a user's file or folder, ``Classifier``'s arrays) gets one
 #: sized by optimizer steps: a method learns in steps, not epochs, and 10 epochs of a 150-row
-#: table are 10 steps. Each training unit takes at least ``STEP_TARGET`` steps, in batches of
-#: ``batch_size`` shrunk (to no less than 16) so that small data has 8 or more per epoch.
+#: table are 10 steps. Each training unit takes at least its method's ``steps_to_learn``
+#: (``STEP_TARGET`` for most; NoProp-CT asks more), in batches of ``batch_size`` shrunk (to no
+#: less than 16) so that small data has 8 or more per epoch.
 STEP_TARGET = 1000
 SIZED_MAX_EPOCHS = 500
-#: A run whose units end with fewer steps than this is told so (far from ``STEP_TARGET``).
-FEW_STEPS = 100
+#: A run whose units end with fewer than this fraction of ``steps_to_learn`` is told so.
+FEW_STEPS_FRACTION = 0.1
 
 #: Values that runs saved before the split wrote for settings their method did not take.
 _LEGACY_UNSET: dict[str, Any] = {"fused": False}
@@ -177,7 +178,7 @@ class RunConfig:
             budget = {**DATASET_BUDGETS.get(self.dataset, DEFAULT_BUDGET),
                       **method_class(self.method).default_budgets.get(self.dataset, {})}
         elif train_rows is not None:
-            budget = {k: v for k, v in sized_budget(train_rows, self.batch_size).items() if k != "steps"}
+            budget = {k: v for k, v in self._sized(train_rows).items() if k != "steps"}
         else:
             budget = {}
         changes: dict[str, Any] = {k: v for k, v in budget.items() if getattr(self, k) is None}
@@ -194,9 +195,12 @@ class RunConfig:
         """The line a run starts with when its epochs were sized by steps (None otherwise)."""
         if self.epochs is not None or self.has_shipped_budget():
             return None
-        budget = sized_budget(train_rows, self.batch_size)
+        budget = self._sized(train_rows)
         return (f"epochs: {budget['epochs']}, batch {budget['batch_size']} (sized for "
                 f"{budget['steps']:,} steps on {train_rows:,} training rows; --epochs to change)")
+
+    def _sized(self, train_rows: int) -> dict[str, int]:
+        return sized_budget(train_rows, self.batch_size, method_class(self.method).steps_to_learn)
 
     def _absolute_paths(self) -> dict[str, str]:
         """Data paths made absolute, so a saved run resumes from any working directory."""
@@ -251,10 +255,10 @@ class RunConfig:
         return dataclasses.replace(self, method_config=config, **changes)
 
 
-def sized_budget(train_rows: int, batch_size: int | None = None) -> dict[str, int]:
-    """Epochs and batch size giving each unit about ``STEP_TARGET`` steps on ``train_rows`` rows
-    (at least the default 10 epochs, so large data keeps them; at most ``SIZED_MAX_EPOCHS``), and
-    the ``steps`` that makes."""
+def sized_budget(train_rows: int, batch_size: int | None = None, steps: int = STEP_TARGET) -> dict[str, int]:
+    """Epochs and batch size giving each unit about ``steps`` steps on ``train_rows`` rows (at
+    least the default 10 epochs, so large data keeps them; at most ``SIZED_MAX_EPOCHS``), and the
+    ``steps`` that makes."""
     from noprop.data.base import num_batches
 
     if batch_size is None:
@@ -262,7 +266,7 @@ def sized_budget(train_rows: int, batch_size: int | None = None) -> dict[str, in
         while batch_size > 16 and train_rows < 8 * batch_size:
             batch_size //= 2
     per_epoch = num_batches(max(train_rows, 1), batch_size)
-    epochs = min(max(DEFAULT_BUDGET["epochs"], -(-STEP_TARGET // per_epoch)), SIZED_MAX_EPOCHS)
+    epochs = min(max(DEFAULT_BUDGET["epochs"], -(-steps // per_epoch)), SIZED_MAX_EPOCHS)
     return {"epochs": epochs, "batch_size": batch_size, "steps": epochs * per_epoch}
 
 

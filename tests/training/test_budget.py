@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import make_blobs, tiny_config
-from noprop.config import FEW_STEPS, STEP_TARGET, RunConfig, sized_budget
+from noprop.config import FEW_STEPS_FRACTION, STEP_TARGET, RunConfig, sized_budget
 from noprop.run import build_trainer
 
 
@@ -23,6 +23,15 @@ def test_shipped_budgets_do_not_change_with_the_rows(dataset, epochs, batch) -> 
     config = RunConfig(dataset=dataset)
     assert (config.resolved(train_rows=120).epochs, config.resolved().batch_size) == (epochs, batch)
     assert config.budget_note(120) is None
+
+
+def test_a_method_that_learns_slower_asks_for_more_steps_on_a_users_data_and_the_tables() -> None:
+    ct = RunConfig(method="ct", dataset="user").resolved(train_rows=120)
+    assert (ct.epochs, ct.batch_size) == (500, 16)  # 8 batches an epoch: 4,000 steps, CT's own target
+    note = RunConfig(method="ct", dataset="user").budget_note(120)
+    assert note.startswith("epochs: 500, batch 16 (sized for 4,000")
+    for table in ("breast-cancer", "wine"):  # CT's budgets on the embedded tables: ~4,000 steps too
+        assert RunConfig(method="ct", dataset=table).resolved().batch_size == 16
 
 
 def test_a_users_data_is_sized_once_its_rows_are_known_and_explicit_epochs_win() -> None:
@@ -52,4 +61,4 @@ def test_a_run_with_far_too_few_steps_says_so_with_the_flag(capsys) -> None:
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("warning: each training unit"))
     assert "took only 3 optimizer steps" in line and "--epochs" in line
-    assert FEW_STEPS < STEP_TARGET
+    assert FEW_STEPS_FRACTION * STEP_TARGET > 3

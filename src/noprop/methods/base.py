@@ -57,6 +57,9 @@ class Method(nn.Module, ABC):
     #: dataset's budget (``RunConfig.resolved``): e.g. NoProp-CT trains one block per batch and
     #: needs more epochs on the tiny digits than NoProp-DT's T blocks per batch.
     default_budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Optimizer steps per training unit that a budget sized for a user's data aims at
+    #: (``config.sized_budget``), and below which a finished run is told it may not have learned.
+    steps_to_learn: ClassVar[int] = 1000
     #: What the method claims to be local in (``noprop check-locality``, docs/locality.md):
     #: ``isolated``, a unit's loss reads no other block (NoProp); ``chained``, block k trains on
     #: block k-1's output but no gradient crosses blocks (layer-wise learning).

@@ -13,7 +13,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from noprop.config import FEW_STEPS, STEP_TARGET
+from noprop.config import FEW_STEPS_FRACTION
 from noprop.methods.base import Method
 
 PLAIN_EVERY_SECONDS = 60.0
@@ -104,9 +104,9 @@ def _is_terminal() -> bool:
     return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
-def budget_warnings(unit_steps: dict[str, int]) -> list[str]:
+def budget_warnings(unit_steps: dict[str, int], steps_to_learn: int) -> list[str]:
     """End-of-run lines for units that took no step (a time budget cut a sequential epoch) or far
-    fewer than a method needs to learn (``FEW_STEPS`` of the ``STEP_TARGET`` a sized budget gives)."""
+    fewer than the method needs to learn (``FEW_STEPS_FRACTION`` of its ``steps_to_learn``)."""
     lines = []
     untrained = [name for name, n in unit_steps.items() if not n]
     if untrained:
@@ -114,8 +114,9 @@ def budget_warnings(unit_steps: dict[str, int]) -> list[str]:
                      f"took a step ({', '.join(untrained)}), so predictions are poor; with "
                      "--max-train-seconds use --block-order interleaved (every block steps on every batch)")
     fewest = min(unit_steps.values(), default=0)
-    if 0 < fewest < FEW_STEPS:
-        lines.append(f"warning: each training unit took only {fewest} optimizer steps (a method needs "
-                     f"~{STEP_TARGET:,} to learn; {FEW_STEPS} at the very least), so predictions are "
+    few = int(FEW_STEPS_FRACTION * steps_to_learn)
+    if 0 < fewest < few:
+        lines.append(f"warning: each training unit took only {fewest} optimizer steps (this method needs "
+                     f"~{steps_to_learn:,} to learn; {few} at the very least), so predictions are "
                      "likely poor; train longer with --epochs (or a smaller --batch-size)")
     return lines

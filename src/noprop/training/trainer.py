@@ -361,7 +361,8 @@ class Trainer:
                     self.save_checkpoint()
         if config.log_epochs:
             steps = self.progress.unit_steps or []
-            for line in budget_warnings({self.units[u].name: steps[u] for u in self.trained_units}):
+            for line in budget_warnings({self.units[u].name: steps[u] for u in self.trained_units},
+                                        self.method.steps_to_learn):
                 say(line)
         results = self.results(float(self.metrics.rows[-1]["test_accuracy"]) if self.metrics.rows
                                else float("nan"))
