@@ -1,7 +1,7 @@
 """The shipped ``cifar-10-dt`` on the CPU with and without the step's speed paths: epoch time and accuracy.
 
 "before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``); "after" the
-defaults (:func:`noprop.device.channels_last_for`: channels-last images in bf16 on a CPU;
+defaults (``channels_last: auto``: channels-last images in bf16 on a CPU;
 :class:`noprop.encoders.Dropout`). On real CIFAR-10 batches, per precision:
 
 * **epoch time**: the trainer's own ``train_step`` over the first batches of its epoch order,
@@ -48,12 +48,10 @@ def trainer_for(side: str, precision: str, data, order: str | None = None):
     overrides: dict[str, Any] = {"precision": precision, "progress": False, "log_epochs": False}
     if order:
         overrides["block_order"] = order
+    if side == "before":
+        overrides["channels_last"] = "off"
     config = load_preset("cifar-10-dt").run_config(overrides)
-    devices.CHANNELS_LAST = False if side == "before" else None
-    try:
-        trainer = build_trainer(config, data)
-    finally:
-        devices.CHANNELS_LAST = None
+    trainer = build_trainer(config, data)
     if side == "before":
         use_torch_dropout(trainer.method)
     trainer.method.train()

@@ -119,7 +119,7 @@ class Variant:
         self.switches = parse_switches(speed)
         self.method = method.to(device).train()
         layout = self.switches.get("channels_last")
-        self.channels_last = channels_last_for(precision, device) if layout is None else layout != "off"
+        self.channels_last = layout == "all" or channels_last_for(layout or "auto", precision, device)
         if layout == "all":
             self.method.to(memory_format=torch.channels_last)
         if self.switches.get("dropout") == "torch":

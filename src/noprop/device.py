@@ -129,20 +129,23 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
-#: Whether a training step hands its images to the model channels-last (NHWC): ``None``, the
-#: default, for bf16 on a CPU, where oneDNN's bf16 convolutions and max pooling run faster on it
-#: (docs/benchmarks.md, "Where a CPU step's time goes"); ``True`` in every precision (opt-in for
-#: float32: faster on a CPU too, but its convolution gradients round differently, ~1e-9, so float32
-#: runs are no longer bit-identical to the default); ``False`` never. Dropout masks do not depend
-#: on it (:class:`noprop.encoders.Dropout` draws them in logical order).
-CHANNELS_LAST: bool | None = None
+#: Values of the ``channels_last`` setting (:func:`channels_last_for`).
+CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 
-def channels_last_for(precision: str, device: torch.device) -> bool:
-    """Whether training steps in a resolved ``precision`` on ``device`` run channels-last
-    (:data:`CHANNELS_LAST`)."""
-    if CHANNELS_LAST is not None:
-        return CHANNELS_LAST
+def channels_last_for(setting: str, precision: str, device: torch.device) -> bool:
+    """Whether training steps hand the model their images channels-last (NHWC), from the run's
+    ``channels_last`` setting and its resolved ``precision``.
+
+    ``auto``: for bf16 on a CPU, where oneDNN's bf16 convolutions and max pooling run faster on it
+    (docs/benchmarks.md, "Where a CPU step's time goes"); ``on``: in every precision (float32 runs
+    faster on a CPU too, but its convolution gradients round differently, ~1e-9, so it is no longer
+    bit-identical to ``off``); ``off``: never. Dropout masks do not depend on it
+    (:class:`noprop.encoders.Dropout` draws them in logical order)."""
+    if setting not in CHANNELS_LAST_MODES:
+        raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST_MODES)}; got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
     return precision == "bf16" and device.type == "cpu"
 
 

@@ -87,8 +87,8 @@ class Trainer:
         self.device = devices.resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = devices.resolve_precision(config.precision, self.device)
-        #: whether a step hands the model its images channels-last (bf16 on a CPU; noprop.device)
-        self.channels_last = devices.channels_last_for(self.precision, self.device)
+        #: whether a step hands the model its images channels-last (``config.channels_last``)
+        self.channels_last = devices.channels_last_for(config.channels_last, self.precision, self.device)
         self.method = method.to(self.device)
         data.check_trainable(augment=config.augment)
         self.data = data
@@ -393,7 +393,7 @@ class Trainer:
         return run_results(self.config, self.method, dataset=self.data.name, epochs=self.epoch,
                            accuracy=accuracy, train_seconds=p.train_seconds, samples_seen=seen,
                            device=self.device, precision=self.precision,
-                           flush_denormal=self.denormals_flushed,
+                           flush_denormal=self.denormals_flushed, channels_last=self.channels_last,
                            units=units, untrained_units=self.untrained_units(),
                            **(self.graphs.describe() if self.graphs is not None else {}),
                            **self.parallelism.describe())
