@@ -1,8 +1,10 @@
 """The shipped ``cifar-10-dt`` on the CPU with and without the step's speed paths: epoch time and accuracy.
 
-"before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``); "after" the
-defaults (``channels_last: auto``: channels-last images in bf16 on a CPU;
-:class:`noprop.encoders.Dropout`). On real CIFAR-10 batches, per precision:
+By default "before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``) and
+"after" the defaults (``channels_last: auto``: channels-last images in bf16 on a CPU;
+:class:`noprop.dropout.Dropout`); ``--before`` and ``--after`` set each side's run settings instead
+(``NAME=VALUE``; ``dropout=torch`` is PyTorch's ``nn.Dropout``). On real CIFAR-10 batches, per
+precision:
 
 * **epoch time**: the trainer's own ``train_step`` over the first batches of its epoch order,
   before and after alternating in rounds of ``--steps`` steps (so load hits both alike); an epoch is
@@ -16,6 +18,7 @@ Usage::
 
     python benchmarks/cpu_epoch_check.py --data-dir ../shared/data --threads 2 \\
         --out docs/results/2026-12-03-cpu/epoch-check.json
+    python benchmarks/cpu_epoch_check.py --data-dir DIR --before --after dropout_rng=fast   # one change
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from speed import machine, use_torch_dropout
+from speed import machine, parse_switches, use_torch_dropout
 
 from noprop import device as devices
 from noprop.data import load_dataset
@@ -41,25 +44,29 @@ from noprop.presets import load_preset
 from noprop.run import build_trainer
 
 SIDES = ("before", "after")
+#: Each side's settings unless ``--before`` / ``--after`` give them: the step without its speed paths,
+#: and the defaults.
+DEFAULT_SIDES = {"before": ["channels_last=off", "dropout=torch"], "after": []}
 
 
-def trainer_for(side: str, precision: str, data, order: str | None = None):
-    """A trainer of the shipped config on ``data``; ``before`` without the speed paths."""
+def trainer_for(settings: list[str], precision: str, data, order: str | None = None):
+    """A trainer of the shipped config on ``data`` with run ``settings`` (``NAME=VALUE``; the
+    pseudo-setting ``dropout=torch`` puts PyTorch's ``nn.Dropout`` back)."""
     overrides: dict[str, Any] = {"precision": precision, "progress": False, "log_epochs": False}
     if order:
         overrides["block_order"] = order
-    if side == "before":
-        overrides["channels_last"] = "off"
-    config = load_preset("cifar-10-dt").run_config(overrides)
+    switches = parse_switches(settings)
+    torch_dropout = switches.pop("dropout", None) == "torch"
+    config = load_preset("cifar-10-dt").run_config({**overrides, **switches})
     trainer = build_trainer(config, data)
-    if side == "before":
+    if torch_dropout:
         use_torch_dropout(trainer.method)
     trainer.method.train()
     return trainer
 
 
-def timing(data, precision: str, steps: int, rounds: int) -> dict[str, Any]:
-    trainers = {side: trainer_for(side, precision, data) for side in SIDES}
+def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds: int) -> dict[str, Any]:
+    trainers = {side: trainer_for(sides[side], precision, data) for side in SIDES}
     batches = list(islice(trainers["after"]._epoch_batches(0), steps + 1))
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
     for t in trainers.values():  # warm-up: optimizer state, kernels
@@ -84,10 +91,10 @@ def timing(data, precision: str, steps: int, rounds: int) -> dict[str, Any]:
     return out
 
 
-def accuracy(data, precision: str, steps: int) -> dict[str, Any]:
+def accuracy(data, sides: dict[str, list[str]], precision: str, steps: int) -> dict[str, Any]:
     out = {}
     for side in SIDES:
-        t = trainer_for(side, precision, data, order="interleaved")
+        t = trainer_for(sides[side], precision, data, order="interleaved")
         losses = []
         for unit, x, y in islice(t._epoch_batches(0), steps):
             terms = t.train_step(unit, x, y)
@@ -109,8 +116,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--accuracy-steps", type=int, default=600, help="0: skip the accuracy check")
     p.add_argument("--test-size", type=int, default=None,
                    help="score on the first N test images (default: all)")
+    p.add_argument("--before", nargs="*", default=None, metavar="NAME=VALUE",
+                   help="run settings of the before side (default: channels_last=off dropout=torch)")
+    p.add_argument("--after", nargs="*", default=None, metavar="NAME=VALUE",
+                   help="run settings of the after side (default: none, the defaults)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    sides = {side: DEFAULT_SIDES[side] if getattr(args, side) is None else getattr(args, side)
+             for side in SIDES}
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("cifar-10", args.data_dir, download=False, progress=False)
@@ -123,12 +136,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "cpu_native_bf16": devices.cpu_has_native_bf16(),
+        "sides": sides,
     }
     for precision in args.precisions:
-        cell: dict[str, Any] = {"timing": timing(data, precision, args.steps, args.rounds)}
+        cell: dict[str, Any] = {"timing": timing(data, sides, precision, args.steps, args.rounds)}
         print(precision, "timing", json.dumps(cell["timing"]), flush=True)
         if args.accuracy_steps:
-            cell["accuracy"] = accuracy(data, precision, args.accuracy_steps)
+            cell["accuracy"] = accuracy(data, sides, precision, args.accuracy_steps)
             cell["accuracy_steps"] = args.accuracy_steps
             print(precision, "accuracy", json.dumps(cell["accuracy"]), flush=True)
         results[precision] = cell

@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from noprop.bench import cpu_model
 from noprop.config import RunConfig
 from noprop.device import bf16_autocast, channels_last_for, cpu_has_native_bf16, step_layout
-from noprop.encoders import Dropout
+from noprop.dropout import Dropout, use_dropout_rng
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
@@ -109,8 +109,9 @@ class Variant:
     docs/benchmarks.md ("Where a CPU step's time goes"): ``channels_last=on|all|off`` (the images,
     and with ``all`` also the convolution weights, channels-last; default: the trainer's choice,
     :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
-    place of :class:`noprop.encoders.Dropout`, the same masks drawn the old way), ``compile=blocks``
-    (``torch.compile`` of each block; inductor draws its own dropout masks)."""
+    place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way), ``dropout=fast``
+    (the run setting ``dropout_rng=fast``: other masks, a quarter of the generator's draws),
+    ``compile=blocks`` (``torch.compile`` of each block; inductor draws its own dropout masks)."""
 
     def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32",
                  speed: Iterable[str] = ()) -> None:
@@ -124,6 +125,8 @@ class Variant:
             self.method.to(memory_format=torch.channels_last)
         if self.switches.get("dropout") == "torch":
             use_torch_dropout(self.method)
+        elif self.switches.get("dropout"):
+            use_dropout_rng(self.method, self.switches["dropout"])
         if self.switches.get("compile") == "blocks":  # inductor, each block (the first step compiles)
             for block in getattr(self.method, "blocks", []):
                 block.compile()
@@ -173,7 +176,7 @@ class Variant:
 
 
 def use_torch_dropout(model: nn.Module) -> None:
-    """Turn every :class:`noprop.encoders.Dropout` of ``model`` back into PyTorch's ``nn.Dropout``
+    """Turn every :class:`noprop.dropout.Dropout` of ``model`` back into PyTorch's ``nn.Dropout``
     (same masks, drawn the old way: the "before" of docs/benchmarks.md)."""
     for module in model.modules():
         if isinstance(module, Dropout):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from noprop.device import CHANNELS_LAST_MODES, PRECISIONS, check_device
+from noprop.dropout import DROPOUT_RNGS
 from noprop.lr_schedule import LR_SCHEDULES
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
@@ -122,6 +123,9 @@ class RunConfig:
                                  "for bf16 on a CPU (faster there); on: always (fp32 then rounds "
                                  "differently, ~1e-9); off: never (docs/benchmarks.md)",
                                  choices=CHANNELS_LAST_MODES)
+    dropout_rng: str = setting("exact", "how a CPU step draws dropout masks: exact: PyTorch's masks, bit "
+                               "for bit; fast: 4x fewer generator draws, keep probability rounded "
+                               "to 1/65536 (docs/benchmarks.md)", choices=DROPOUT_RNGS)
     cuda_graphs: bool = setting(False, "CUDA only: record each training step once as a CUDA graph and "
                                 "replay it per batch (same steps, fewer launches; docs/benchmarks.md)")
     # bookkeeping

@@ -141,7 +141,7 @@ def channels_last_for(setting: str, precision: str, device: torch.device) -> boo
     (docs/benchmarks.md, "Where a CPU step's time goes"); ``on``: in every precision (float32 runs
     faster on a CPU too, but its convolution gradients round differently, ~1e-9, so it is no longer
     bit-identical to ``off``); ``off``: never. Dropout masks do not depend on it
-    (:class:`noprop.encoders.Dropout` draws them in logical order)."""
+    (:class:`noprop.dropout.Dropout` draws them in logical order)."""
     if setting not in CHANNELS_LAST_MODES:
         raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST_MODES)}; got {setting!r}")
     if setting != "auto":

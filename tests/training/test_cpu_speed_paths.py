@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from helpers import make_blobs
 from noprop import device as devices
 from noprop.config import RunConfig
-from noprop.encoders import Dropout, rand_draws_bernoulli
+from noprop.dropout import Dropout, rand_draws_bernoulli
 from noprop.run import build_for, build_trainer
 from noprop.settings import ConfigError
 

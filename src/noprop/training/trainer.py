@@ -30,6 +30,7 @@ from torch import Tensor
 from noprop import device as devices
 from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
+from noprop.dropout import use_dropout_rng
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods.base import Method
 from noprop.random_state import capture_rng_state, restore_rng_state
@@ -90,6 +91,7 @@ class Trainer:
         #: whether a step hands the model its images channels-last (``config.channels_last``)
         self.channels_last = devices.channels_last_for(config.channels_last, self.precision, self.device)
         self.method = method.to(self.device)
+        use_dropout_rng(self.method, config.dropout_rng)
         data.check_trainable(augment=config.augment)
         self.data = data
         # a training set that fits is copied to the GPU once: no host-to-device copy in the step
