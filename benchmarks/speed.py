@@ -111,7 +111,9 @@ class Variant:
     :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
     place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way), ``dropout=fast``
     (the run setting ``dropout_rng=fast``: other masks, a quarter of the generator's draws),
-    ``compile=blocks`` (``torch.compile`` of each block; inductor draws its own dropout masks)."""
+    ``dropout_grad=autograd`` (the mask product's gradient in the layout it arrives in, as before
+    :class:`noprop.dropout.MaskProduct`), ``compile=blocks`` (``torch.compile`` of each block;
+    inductor draws its own dropout masks)."""
 
     def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32",
                  speed: Iterable[str] = ()) -> None:
@@ -127,6 +129,10 @@ class Variant:
             use_torch_dropout(self.method)
         elif self.switches.get("dropout"):
             use_dropout_rng(self.method, self.switches["dropout"])
+        if self.switches.get("dropout_grad") == "autograd":
+            for module in self.method.modules():
+                if isinstance(module, Dropout):
+                    module.product = torch.mul
         if self.switches.get("compile") == "blocks":  # inductor, each block (the first step compiles)
             for block in getattr(self.method, "blocks", []):
                 block.compile()
@@ -417,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--speed", nargs="*", default=[], metavar="NAME=VALUE",
                    help="speed switches of every variant's step (see Variant): channels_last=on|all|off, "
-                        "dropout=torch, compile=blocks")
+                        "dropout=torch|exact|fast, dropout_grad=autograd, compile=blocks")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 

@@ -91,6 +91,29 @@ def test_fast_masks_do_not_depend_on_the_memory_layout() -> None:
     assert torch.equal(plain, last)
 
 
+@pytest.mark.parametrize("rng", ["exact", "fast"])
+def test_the_gradient_keeps_the_activations_layout_whatever_layout_it_arrives_in(rng) -> None:
+    """Behind a flatten the gradient arrives channels-first; handing it on channels-last spares the
+    channels-last max pooling before the dropout two copies of its input gradient. Same values as
+    autograd's own product, which hands it on channels-first."""
+    weights = torch.rand(16 * 5 * 5, 3)
+    grads, channels_last = {}, {}
+    for product in ("ours", "autograd"):
+        x = torch.rand(8, 16, 5, 5, generator=torch.Generator().manual_seed(0))
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        layer = Dropout(0.2, rng=rng).train()
+        if product == "autograd":
+            layer.product = torch.mul
+        # as it arrives: a leaf's .grad is then laid out as the leaf is
+        x.register_hook(lambda g, p=product: channels_last.__setitem__(
+            p, g.is_contiguous(memory_format=torch.channels_last)))
+        torch.manual_seed(7)
+        (layer(x).flatten(1) @ weights).sum().backward()
+        grads[product] = x.grad
+    assert channels_last == {"ours": True, "autograd": False}
+    assert torch.equal(grads["ours"], grads["autograd"])
+
+
 def test_fast_differs_from_exact_and_eval_is_the_identity() -> None:
     x = torch.rand(8, 16, 7, 5)
     torch.manual_seed(6)

@@ -91,9 +91,35 @@ def exact_keep_mask(shape: torch.Size | tuple[int, ...], keep: float,
     return torch.rand(shape, dtype=torch.float64, generator=generator) < keep, keep
 
 
+class MaskProduct(torch.autograd.Function):
+    """``x * noise``, whose gradient ``grad * noise`` is laid out as ``noise`` (and ``x``) is.
+
+    Autograd's own product gives the gradient the layout it arrives in: behind a flatten, a
+    channels-first one, which made the channels-last max pooling before the last dropout copy its
+    whole input gradient to channels-first and back (docs/benchmarks.md, "Where a CPU step's time
+    goes"). Values are the same products either way."""
+
+    @staticmethod
+    def forward(x: Tensor, noise: Tensor) -> Tensor:
+        return x * noise
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (noise,) = ctx.saved_tensors
+        return torch.mul(grad, noise, out=torch.empty_like(noise)), None
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` with its CPU mask drawn faster (``rng``: ``exact`` or ``fast``, see the module
     docstring) and in the tensor's logical order."""
+
+    #: ``x * noise`` with its gradient in ``x``'s layout (``benchmarks/speed.py`` swaps in ``torch.mul``
+    #: to time the difference).
+    product = staticmethod(MaskProduct.apply)
 
     def __init__(self, p: float = 0.5, inplace: bool = False, rng: str = "exact") -> None:
         super().__init__(p, inplace)
@@ -112,7 +138,7 @@ class Dropout(nn.Dropout):
         with torch.profiler.record_function("noprop::dropout"):  # one bucket in benchmarks/profile_step.py
             mask, kept = (fast_keep_mask if fast else exact_keep_mask)(x.shape, keep)
             noise = torch.empty_like(x).copy_(mask)  # in x's layout: the products run at full speed
-            return x * noise.div_(kept)
+            return self.product(x, noise.div_(kept))
 
 
 def use_dropout_rng(model: nn.Module, rng: str) -> int:
