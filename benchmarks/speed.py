@@ -56,6 +56,7 @@ from noprop.bench import cpu_model
 from noprop.config import RunConfig
 from noprop.device import bf16_autocast, channels_last_for, cpu_has_native_bf16, step_layout
 from noprop.dropout import Dropout, use_dropout_rng
+from noprop.encoders import ImageBranch
 from noprop.methods import Method, build_method
 from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
@@ -111,9 +112,10 @@ class Variant:
     :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
     place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way), ``dropout=fast``
     (the run setting ``dropout_rng=fast``: other masks, a quarter of the generator's draws),
-    ``dropout_grad=autograd`` (the mask product's gradient in the layout it arrives in, as before
-    :class:`noprop.dropout.MaskProduct`), ``compile=blocks`` (``torch.compile`` of each block;
-    inductor draws its own dropout masks)."""
+    ``relu_pool=paper`` (the paper's ReLU-then-pool order in place of the image branch's
+    pool-then-ReLU, the same values), ``dropout_grad=autograd`` (the mask product's gradient in the
+    layout it arrives in, as before :class:`noprop.dropout.MaskProduct`), ``compile=blocks``
+    (``torch.compile`` of each block; inductor draws its own dropout masks)."""
 
     def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32",
                  speed: Iterable[str] = ()) -> None:
@@ -129,6 +131,8 @@ class Variant:
             use_torch_dropout(self.method)
         elif self.switches.get("dropout"):
             use_dropout_rng(self.method, self.switches["dropout"])
+        if self.switches.get("relu_pool") == "paper":
+            relu_before_pool(self.method)
         if self.switches.get("dropout_grad") == "autograd":
             for module in self.method.modules():
                 if isinstance(module, Dropout):
@@ -187,6 +191,18 @@ def use_torch_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, Dropout):
             module.__class__ = nn.Dropout
+
+
+def relu_before_pool(model: nn.Module) -> None:
+    """Put every image branch's ReLU back in front of its max pooling (the paper's order; the
+    branch pools first, which computes the same on a quarter of the elements)."""
+    for module in model.modules():
+        if isinstance(module, ImageBranch):
+            layers = list(module.features)
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+                    layers[i], layers[i + 1] = layers[i + 1], layers[i]
+            module.features = nn.Sequential(*layers)
 
 
 def parse_switches(items: Iterable[str]) -> dict[str, str]:
@@ -423,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--speed", nargs="*", default=[], metavar="NAME=VALUE",
                    help="speed switches of every variant's step (see Variant): channels_last=on|all|off, "
-                        "dropout=torch|exact|fast, dropout_grad=autograd, compile=blocks")
+                        "dropout=torch|exact|fast, dropout_grad=autograd, relu_pool=paper, compile=blocks")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 

@@ -100,17 +100,20 @@ class ImageBranch(nn.Module):
         super().__init__()
         check_image_fits(spec, padding)
         self.spec = spec
+        # pooling before the ReLU computes the paper's ReLU-then-pool, values and gradients bit for
+        # bit (max commutes with the monotone ReLU, and a window whose maximum is <= 0 passes no
+        # gradient either way), on a quarter of the elements
         self.features = nn.Sequential(
             nn.Conv2d(spec.channels, 32, 3, padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             Dropout(DROPOUT),
             nn.Conv2d(32, 64, 3, padding=padding),
             nn.ReLU(),
             Dropout(DROPOUT),
             nn.Conv2d(64, 128, 3, padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             Dropout(DROPOUT),
             nn.Flatten(),
         )
