@@ -263,8 +263,8 @@ def split_table(cell: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from speed import SHAPES, VARIANTS, Variant, machine, matmul_peak_flops  # benchmarks/ on sys.path
 
+    from noprop.device import retain_freed_memory
     from noprop.methods import build_method
-    from noprop.methods.dt_fused import retain_freed_memory
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="cifar-10", choices=list(SHAPES))

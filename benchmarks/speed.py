@@ -54,11 +54,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from noprop.bench import cpu_model
 from noprop.config import RunConfig
-from noprop.device import bf16_autocast, channels_last_for, cpu_has_native_bf16, step_layout
+from noprop.device import (
+    bf16_autocast,
+    channels_last_for,
+    cpu_has_native_bf16,
+    retain_freed_memory,
+    step_layout,
+)
 from noprop.dropout import Dropout, use_dropout_rng
 from noprop.encoders import ImageBranch
 from noprop.methods import Method, build_method
-from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.optimizers import make_optimizers, optimizer_state

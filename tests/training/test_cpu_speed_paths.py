@@ -4,6 +4,9 @@ bf16's rounding of float32, with the same dropout masks."""
 
 from __future__ import annotations
 
+import resource
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -144,3 +147,20 @@ def test_a_channels_last_bf16_step_matches_fp32_within_bf16_rounding(method) -> 
     floor = 0.9 if method == "backprop" else 0.99
     assert F.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > floor
     assert torch.allclose(grads["fp32-cl"], grads["fp32"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_cpu_trainer_reuses_freed_memory_instead_of_page_faulting_every_step() -> None:
+    """Without ``retain_freed_memory`` a CIFAR-sized block step page-faulted ~7,000 pages in afresh
+    (docs/benchmarks.md, "Where a CPU step's time goes")."""
+    data = make_blobs(128, 8, classes=10, shape=(3, 32, 32))
+    trainer = build_trainer(RunConfig(num_blocks=2, epochs=1, batch_size=128, progress=False,
+                                      log_epochs=False, precision="fp32"), data)
+    assert devices.retain_freed_memory() and devices._allocator_tuned
+    x, y = data.train_x, data.train_y
+    for unit in (0, 1):  # warm: optimizer state, the allocator's pool
+        trainer.train_step(unit, x, y)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for unit in (0, 1, 0, 1):
+        trainer.train_step(unit, x, y)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4 < 1000

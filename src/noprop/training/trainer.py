@@ -92,6 +92,8 @@ class Trainer:
         self.channels_last = devices.channels_last_for(config.channels_last, self.precision, self.device)
         self.method = method.to(self.device)
         use_dropout_rng(self.method, config.dropout_rng)
+        if self.device.type == "cpu":  # else every step page-faults its activations in afresh
+            devices.retain_freed_memory()
         data.check_trainable(augment=config.augment)
         self.data = data
         # a training set that fits is copied to the GPU once: no host-to-device copy in the step
