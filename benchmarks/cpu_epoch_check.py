@@ -19,6 +19,7 @@ Usage::
     python benchmarks/cpu_epoch_check.py --data-dir ../shared/data --threads 2 \\
         --out docs/results/2026-12-03-cpu/epoch-check.json
     python benchmarks/cpu_epoch_check.py --data-dir DIR --before --after dropout_rng=fast   # one change
+    python benchmarks/cpu_epoch_check.py --data-dir DIR --before --after [--glibc-default]  # two processes
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -69,26 +71,34 @@ def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds
     trainers = {side: trainer_for(sides[side], precision, data) for side in SIDES}
     batches = list(islice(trainers["after"]._epoch_batches(0), steps + 1))
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
+    faults: dict[str, list[float]] = {side: [] for side in SIDES}
     for t in trainers.values():  # warm-up: optimizer state, kernels
         unit, x, y = batches[0]
         t.train_step(unit, x, y)
     for _ in range(rounds):
         for side, t in trainers.items():
-            start = time.perf_counter()
+            start, faulted = time.perf_counter(), minor_faults()
             for unit, x, y in batches[1:]:
                 t.train_step(unit, x, y)
             seconds[side].append((time.perf_counter() - start) / steps)
+            faults[side].append((minor_faults() - faulted) / steps)
     T = trainers["after"].method.num_blocks
     out: dict[str, Any] = {}
     for side in SIDES:
         per_step = statistics.median(seconds[side])
         out[side] = {"seconds_per_step": round(per_step, 4), "steps_per_second": round(1 / per_step, 2),
                      "epoch_seconds_estimate": round(391 * T * per_step, 1),
-                     "round_seconds_per_step": [round(s, 4) for s in seconds[side]]}
+                     "round_seconds_per_step": [round(s, 4) for s in seconds[side]],
+                     "minor_page_faults_per_step": round(statistics.median(faults[side]))}
     out["speedup"] = round(out["before"]["seconds_per_step"] / out["after"]["seconds_per_step"], 3)
     out["median_round_speedup"] = round(statistics.median(
         b / a for b, a in zip(seconds["before"], seconds["after"], strict=True)), 3)
     return out
+
+
+def minor_faults() -> int:
+    """Pages this process has faulted in so far without reading a disk (a fresh allocation's first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def accuracy(data, sides: dict[str, list[str]], precision: str, steps: int) -> dict[str, Any]:
@@ -120,8 +130,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="run settings of the before side (default: channels_last=off dropout=torch)")
     p.add_argument("--after", nargs="*", default=None, metavar="NAME=VALUE",
                    help="run settings of the after side (default: none, the defaults)")
+    p.add_argument("--glibc-default", action="store_true",
+                   help="leave glibc's allocator as it is (the trainer otherwise sets retain_freed_memory, "
+                        "process-wide: compare two processes)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.glibc_default:
+        devices.retain_freed_memory = lambda: False
     sides = {side: DEFAULT_SIDES[side] if getattr(args, side) is None else getattr(args, side)
              for side in SIDES}
     if args.threads:
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine(),
         "cpu_native_bf16": devices.cpu_has_native_bf16(),
         "sides": sides,
+        "glibc_default_allocator": args.glibc_default,
     }
     for precision in args.precisions:
         cell: dict[str, Any] = {"timing": timing(data, sides, precision, args.steps, args.rounds)}
