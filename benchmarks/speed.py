@@ -239,12 +239,14 @@ def timed_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, floa
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def matmul_peak_flops(device: torch.device, n: int, reps: int, precision: str = "fp32") -> float:
-    """FLOP/s of an ``n x n`` matmul in the cell's dtype (bf16 on CUDA, as the fused step uses there)."""
+def matmul_peak_flops(device: torch.device, n: int, reps: int, precision: str = "fp32",
+                      cpu_time: bool = False) -> float:
+    """FLOP/s of an ``n x n`` matmul in the cell's dtype (bf16 on CUDA, as the fused step uses there);
+    ``cpu_time``: per second of the process's CPU time instead of the wall clock."""
     dtype = torch.bfloat16 if device.type == "cuda" or precision == "bf16" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(reps))
+    best = min(timed_both(lambda: a @ b, device)[1 if cpu_time else 0] for _ in range(reps))
     return 2 * n**3 / best
 
 
