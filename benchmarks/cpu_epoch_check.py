@@ -72,15 +72,17 @@ def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds
     batches = list(islice(trainers["after"]._epoch_batches(0), steps + 1))
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
     faults: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     for t in trainers.values():  # warm-up: optimizer state, kernels
         unit, x, y = batches[0]
         t.train_step(unit, x, y)
     for _ in range(rounds):
         for side, t in trainers.items():
-            start, faulted = time.perf_counter(), minor_faults()
+            start, start_cpu, faulted = time.perf_counter(), time.process_time(), minor_faults()
             for unit, x, y in batches[1:]:
                 t.train_step(unit, x, y)
             seconds[side].append((time.perf_counter() - start) / steps)
+            cpu[side].append((time.process_time() - start_cpu) / steps)
             faults[side].append((minor_faults() - faulted) / steps)
     T = trainers["after"].method.num_blocks
     out: dict[str, Any] = {}
@@ -89,7 +91,9 @@ def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds
         out[side] = {"seconds_per_step": round(per_step, 4), "steps_per_second": round(1 / per_step, 2),
                      "epoch_seconds_estimate": round(391 * T * per_step, 1),
                      "round_seconds_per_step": [round(s, 4) for s in seconds[side]],
-                     "minor_page_faults_per_step": round(statistics.median(faults[side]))}
+                     "minor_page_faults_per_step": round(statistics.median(faults[side])),
+                     "cpu_seconds_per_step": round(statistics.median(cpu[side]), 4),
+                     "round_cpu_seconds_per_step": [round(s, 4) for s in cpu[side]]}
     out["speedup"] = round(out["before"]["seconds_per_step"] / out["after"]["seconds_per_step"], 3)
     out["median_round_speedup"] = round(statistics.median(
         b / a for b, a in zip(seconds["before"], seconds["after"], strict=True)), 3)
