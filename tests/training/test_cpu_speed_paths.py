@@ -151,8 +151,9 @@ def test_a_channels_last_bf16_step_matches_fp32_within_bf16_rounding(method) -> 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_cpu_trainer_reuses_freed_memory_instead_of_page_faulting_every_step() -> None:
-    """Without ``retain_freed_memory`` a CIFAR-sized block step page-faulted ~7,000 pages in afresh
-    (docs/benchmarks.md, "Where a CPU step's time goes")."""
+    """Without ``retain_freed_memory`` these steps (two blocks taking turns, float32, batch 128 of
+    CIFAR-sized images) page-faulted ~10,000 pages each in afresh (docs/benchmarks.md, "Where a
+    CPU step's time goes")."""
     data = make_blobs(128, 8, classes=10, shape=(3, 32, 32))
     trainer = build_trainer(RunConfig(num_blocks=2, epochs=1, batch_size=128, progress=False,
                                       log_epochs=False, precision="fp32"), data)
