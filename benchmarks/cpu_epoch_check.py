@@ -1,8 +1,10 @@
 """The shipped ``cifar-10-dt`` on the CPU with and without the step's speed paths: epoch time and accuracy.
 
-"before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``); "after" the
-defaults (:func:`noprop.device.channels_last_for`: channels-last images in bf16 on a CPU;
-:class:`noprop.encoders.Dropout`). On real CIFAR-10 batches, per precision:
+By default "before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``) and
+"after" the defaults (``channels_last: auto``: channels-last images in bf16 on a CPU;
+:class:`noprop.dropout.Dropout`); ``--before`` and ``--after`` set each side's run settings instead
+(``NAME=VALUE``; ``dropout=torch`` is PyTorch's ``nn.Dropout``). On real CIFAR-10 batches, per
+precision:
 
 * **epoch time**: the trainer's own ``train_step`` over the first batches of its epoch order,
   before and after alternating in rounds of ``--steps`` steps (so load hits both alike); an epoch is
@@ -16,6 +18,8 @@ Usage::
 
     python benchmarks/cpu_epoch_check.py --data-dir ../shared/data --threads 2 \\
         --out docs/results/2026-12-03-cpu/epoch-check.json
+    python benchmarks/cpu_epoch_check.py --data-dir DIR --before --after dropout_rng=fast   # one change
+    python benchmarks/cpu_epoch_check.py --data-dir DIR --before --after [--glibc-default]  # two processes
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from speed import machine, use_torch_dropout
+from speed import machine, parse_switches, use_torch_dropout
 
 from noprop import device as devices
 from noprop.data import load_dataset
@@ -41,55 +46,69 @@ from noprop.presets import load_preset
 from noprop.run import build_trainer
 
 SIDES = ("before", "after")
+#: Each side's settings unless ``--before`` / ``--after`` give them: the step without its speed paths,
+#: and the defaults.
+DEFAULT_SIDES = {"before": ["channels_last=off", "dropout=torch"], "after": []}
 
 
-def trainer_for(side: str, precision: str, data, order: str | None = None):
-    """A trainer of the shipped config on ``data``; ``before`` without the speed paths."""
+def trainer_for(settings: list[str], precision: str, data, order: str | None = None):
+    """A trainer of the shipped config on ``data`` with run ``settings`` (``NAME=VALUE``; the
+    pseudo-setting ``dropout=torch`` puts PyTorch's ``nn.Dropout`` back)."""
     overrides: dict[str, Any] = {"precision": precision, "progress": False, "log_epochs": False}
     if order:
         overrides["block_order"] = order
-    config = load_preset("cifar-10-dt").run_config(overrides)
-    devices.CHANNELS_LAST = False if side == "before" else None
-    try:
-        trainer = build_trainer(config, data)
-    finally:
-        devices.CHANNELS_LAST = None
-    if side == "before":
+    switches = parse_switches(settings)
+    torch_dropout = switches.pop("dropout", None) == "torch"
+    config = load_preset("cifar-10-dt").run_config({**overrides, **switches})
+    trainer = build_trainer(config, data)
+    if torch_dropout:
         use_torch_dropout(trainer.method)
     trainer.method.train()
     return trainer
 
 
-def timing(data, precision: str, steps: int, rounds: int) -> dict[str, Any]:
-    trainers = {side: trainer_for(side, precision, data) for side in SIDES}
+def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds: int) -> dict[str, Any]:
+    trainers = {side: trainer_for(sides[side], precision, data) for side in SIDES}
     batches = list(islice(trainers["after"]._epoch_batches(0), steps + 1))
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
+    faults: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     for t in trainers.values():  # warm-up: optimizer state, kernels
         unit, x, y = batches[0]
         t.train_step(unit, x, y)
     for _ in range(rounds):
         for side, t in trainers.items():
-            start = time.perf_counter()
+            start, start_cpu, faulted = time.perf_counter(), time.process_time(), minor_faults()
             for unit, x, y in batches[1:]:
                 t.train_step(unit, x, y)
             seconds[side].append((time.perf_counter() - start) / steps)
+            cpu[side].append((time.process_time() - start_cpu) / steps)
+            faults[side].append((minor_faults() - faulted) / steps)
     T = trainers["after"].method.num_blocks
     out: dict[str, Any] = {}
     for side in SIDES:
         per_step = statistics.median(seconds[side])
         out[side] = {"seconds_per_step": round(per_step, 4), "steps_per_second": round(1 / per_step, 2),
                      "epoch_seconds_estimate": round(391 * T * per_step, 1),
-                     "round_seconds_per_step": [round(s, 4) for s in seconds[side]]}
+                     "round_seconds_per_step": [round(s, 4) for s in seconds[side]],
+                     "minor_page_faults_per_step": round(statistics.median(faults[side])),
+                     "cpu_seconds_per_step": round(statistics.median(cpu[side]), 4),
+                     "round_cpu_seconds_per_step": [round(s, 4) for s in cpu[side]]}
     out["speedup"] = round(out["before"]["seconds_per_step"] / out["after"]["seconds_per_step"], 3)
     out["median_round_speedup"] = round(statistics.median(
         b / a for b, a in zip(seconds["before"], seconds["after"], strict=True)), 3)
     return out
 
 
-def accuracy(data, precision: str, steps: int) -> dict[str, Any]:
+def minor_faults() -> int:
+    """Pages this process has faulted in so far without reading a disk (a fresh allocation's first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def accuracy(data, sides: dict[str, list[str]], precision: str, steps: int) -> dict[str, Any]:
     out = {}
     for side in SIDES:
-        t = trainer_for(side, precision, data, order="interleaved")
+        t = trainer_for(sides[side], precision, data, order="interleaved")
         losses = []
         for unit, x, y in islice(t._epoch_batches(0), steps):
             terms = t.train_step(unit, x, y)
@@ -111,8 +130,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--accuracy-steps", type=int, default=600, help="0: skip the accuracy check")
     p.add_argument("--test-size", type=int, default=None,
                    help="score on the first N test images (default: all)")
+    p.add_argument("--before", nargs="*", default=None, metavar="NAME=VALUE",
+                   help="run settings of the before side (default: channels_last=off dropout=torch)")
+    p.add_argument("--after", nargs="*", default=None, metavar="NAME=VALUE",
+                   help="run settings of the after side (default: none, the defaults)")
+    p.add_argument("--glibc-default", action="store_true",
+                   help="leave glibc's allocator as it is (the trainer otherwise sets retain_freed_memory, "
+                        "process-wide: compare two processes)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.glibc_default:
+        devices.retain_freed_memory = lambda: False
+    sides = {side: DEFAULT_SIDES[side] if getattr(args, side) is None else getattr(args, side)
+             for side in SIDES}
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("cifar-10", args.data_dir, download=False, progress=False)
@@ -125,12 +155,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "cpu_native_bf16": devices.cpu_has_native_bf16(),
+        "sides": sides,
+        "glibc_default_allocator": args.glibc_default,
     }
     for precision in args.precisions:
-        cell: dict[str, Any] = {"timing": timing(data, precision, args.steps, args.rounds)}
+        cell: dict[str, Any] = {"timing": timing(data, sides, precision, args.steps, args.rounds)}
         print(precision, "timing", json.dumps(cell["timing"]), flush=True)
         if args.accuracy_steps:
-            cell["accuracy"] = accuracy(data, precision, args.accuracy_steps)
+            cell["accuracy"] = accuracy(data, sides, precision, args.accuracy_steps)
             cell["accuracy_steps"] = args.accuracy_steps
             print(precision, "accuracy", json.dumps(cell["accuracy"]), flush=True)
         results[precision] = cell

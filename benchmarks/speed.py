@@ -54,10 +54,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from noprop.bench import cpu_model
 from noprop.config import RunConfig
-from noprop.device import bf16_autocast, channels_last_for, cpu_has_native_bf16, step_layout
-from noprop.encoders import Dropout
+from noprop.device import (
+    bf16_autocast,
+    channels_last_for,
+    cpu_has_native_bf16,
+    retain_freed_memory,
+    step_layout,
+)
+from noprop.dropout import Dropout, use_dropout_rng
+from noprop.encoders import ImageBranch
 from noprop.methods import Method, build_method
-from noprop.methods.dt_fused import retain_freed_memory
 from noprop.spec import DataSpec
 from noprop.training.graphs import CudaGraphRecorder, GraphedSteps
 from noprop.training.optimizers import make_optimizers, optimizer_state
@@ -109,7 +115,11 @@ class Variant:
     docs/benchmarks.md ("Where a CPU step's time goes"): ``channels_last=on|all|off`` (the images,
     and with ``all`` also the convolution weights, channels-last; default: the trainer's choice,
     :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
-    place of :class:`noprop.encoders.Dropout`, the same masks drawn the old way), ``compile=blocks``
+    place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way), ``dropout=fast``
+    (the run setting ``dropout_rng=fast``: other masks, a quarter of the generator's draws),
+    ``relu_pool=paper`` (the paper's ReLU-then-pool order in place of the image branch's
+    pool-then-ReLU, the same values), ``dropout_grad=autograd`` (the mask product's gradient in the
+    layout it arrives in, as before :class:`noprop.dropout.MaskProduct`), ``compile=blocks``
     (``torch.compile`` of each block; inductor draws its own dropout masks)."""
 
     def __init__(self, key: str, method: Method, device: torch.device, precision: str = "fp32",
@@ -119,11 +129,19 @@ class Variant:
         self.switches = parse_switches(speed)
         self.method = method.to(device).train()
         layout = self.switches.get("channels_last")
-        self.channels_last = channels_last_for(precision, device) if layout is None else layout != "off"
+        self.channels_last = layout == "all" or channels_last_for(layout or "auto", precision, device)
         if layout == "all":
             self.method.to(memory_format=torch.channels_last)
         if self.switches.get("dropout") == "torch":
             use_torch_dropout(self.method)
+        elif self.switches.get("dropout"):
+            use_dropout_rng(self.method, self.switches["dropout"])
+        if self.switches.get("relu_pool") == "paper":
+            relu_before_pool(self.method)
+        if self.switches.get("dropout_grad") == "autograd":
+            for module in self.method.modules():
+                if isinstance(module, Dropout):
+                    module.product = torch.mul
         if self.switches.get("compile") == "blocks":  # inductor, each block (the first step compiles)
             for block in getattr(self.method, "blocks", []):
                 block.compile()
@@ -173,11 +191,23 @@ class Variant:
 
 
 def use_torch_dropout(model: nn.Module) -> None:
-    """Turn every :class:`noprop.encoders.Dropout` of ``model`` back into PyTorch's ``nn.Dropout``
+    """Turn every :class:`noprop.dropout.Dropout` of ``model`` back into PyTorch's ``nn.Dropout``
     (same masks, drawn the old way: the "before" of docs/benchmarks.md)."""
     for module in model.modules():
         if isinstance(module, Dropout):
             module.__class__ = nn.Dropout
+
+
+def relu_before_pool(model: nn.Module) -> None:
+    """Put every image branch's ReLU back in front of its max pooling (the paper's order; the
+    branch pools first, which computes the same on a quarter of the elements)."""
+    for module in model.modules():
+        if isinstance(module, ImageBranch):
+            layers = list(module.features)
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+                    layers[i], layers[i + 1] = layers[i + 1], layers[i]
+            module.features = nn.Sequential(*layers)
 
 
 def parse_switches(items: Iterable[str]) -> dict[str, str]:
@@ -209,12 +239,14 @@ def timed_both(fn: Callable[[], Any], device: torch.device) -> tuple[float, floa
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def matmul_peak_flops(device: torch.device, n: int, reps: int, precision: str = "fp32") -> float:
-    """FLOP/s of an ``n x n`` matmul in the cell's dtype (bf16 on CUDA, as the fused step uses there)."""
+def matmul_peak_flops(device: torch.device, n: int, reps: int, precision: str = "fp32",
+                      cpu_time: bool = False) -> float:
+    """FLOP/s of an ``n x n`` matmul in the cell's dtype (bf16 on CUDA, as the fused step uses there);
+    ``cpu_time``: per second of the process's CPU time instead of the wall clock."""
     dtype = torch.bfloat16 if device.type == "cuda" or precision == "bf16" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(reps))
+    best = min(timed_both(lambda: a @ b, device)[1 if cpu_time else 0] for _ in range(reps))
     return 2 * n**3 / best
 
 
@@ -414,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--speed", nargs="*", default=[], metavar="NAME=VALUE",
                    help="speed switches of every variant's step (see Variant): channels_last=on|all|off, "
-                        "dropout=torch, compile=blocks")
+                        "dropout=torch|exact|fast, dropout_grad=autograd, relu_pool=paper, compile=blocks")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 

@@ -11,7 +11,7 @@ from torch import nn
 import user_encoders
 from noprop.api import Classifier
 from noprop.config import RunConfig
-from noprop.encoders import ResNetEncoder
+from noprop.encoders import ImageBranch, ResNetEncoder
 from noprop.methods import NoPropDT, build_method
 from noprop.methods.dt_fused import fused_loss
 from noprop.saved_run import load_run
@@ -26,6 +26,43 @@ TINY = "user_encoders:TinyConv"
 def _images(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 4
+
+
+@pytest.mark.parametrize(("dtype", "channels_last"), [(torch.float32, False), (torch.bfloat16, True)])
+def test_the_image_branch_pools_before_its_relu_with_the_papers_values_and_gradients(dtype,
+                                                                                    channels_last) -> None:
+    """conv-pool-ReLU is the paper's conv-ReLU-pool bit for bit, ties included: integer inputs and
+    weights make many windows tie (at positive, zero and negative maxima)."""
+    spec = DataSpec.image(3, 16, 16, 4)
+    branch = ImageBranch(spec, padding=0, batch_norm=True).train().to(dtype)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for conv in (m for m in branch.features if isinstance(m, nn.Conv2d)):
+            conv.weight.copy_(torch.randint(-1, 2, conv.weight.shape, generator=g))
+            conv.bias.zero_()
+    kinds = [type(m) for m in branch.features]
+    assert kinds[1:3] == [nn.MaxPool2d, nn.ReLU] and kinds[8:10] == [nn.MaxPool2d, nn.ReLU]
+    layers = list(branch.features)
+    layers[1], layers[2], layers[8], layers[9] = layers[2], layers[1], layers[9], layers[8]
+    papers = nn.Sequential(*layers)  # the same modules in the paper's order
+    x = torch.randint(-2, 3, (8, 3, 16, 16), generator=g).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    outs, grads = {}, {}
+    for name, features in (("ours", branch.features), ("paper", papers)):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        out = features(xi)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(dtype))
+        outs[name], grads[name] = out, [xi.grad] + [p.grad for p in features.parameters()]
+        branch.zero_grad(set_to_none=True)
+    windows = branch.features[0](x).detach().float().unfold(2, 2, 2).unfold(3, 2, 2).flatten(-2)
+    top = windows.amax(-1, keepdim=True)
+    tied = (windows == top).sum(-1) > 1
+    assert (tied & (top[..., 0] > 0)).sum() > 100 and (tied & (top[..., 0] <= 0)).sum() > 100
+    assert torch.equal(outs["ours"], outs["paper"])
+    for ours, paper in zip(grads["ours"], grads["paper"], strict=True):
+        assert torch.equal(ours, paper)
 
 
 @pytest.mark.parametrize("encoder", [TINY, "user_encoders:conv_for", user_encoders.TinyConv,

@@ -16,7 +16,7 @@ FLOORS: dict[str, int] = {
     "_version": 0, "settings": 0, "spec": 0, "schedules": 0, "sampler": 0, "flow": 0, "embeddings": 0,
     "device": 0, "atomic": 0, "random_state": 0, "lr_schedule": 0,
     # networks
-    "encoders": 1, "blocks": 2,
+    "dropout": 1, "encoders": 1, "blocks": 2,
     # methods
     "methods": 3,
     # running: configuration, data, the training loop, saved runs, processes

@@ -25,7 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from noprop.device import PRECISIONS, check_device
+from noprop.device import CHANNELS_LAST_MODES, PRECISIONS, check_device
+from noprop.dropout import DROPOUT_RNGS
 from noprop.lr_schedule import LR_SCHEDULES
 from noprop.methods import METHODS, MethodConfig, method_class
 from noprop.settings import ConfigError, check_fields, setting, setting_fields
@@ -50,6 +51,9 @@ STEP_TARGET = 1000
 SIZED_MAX_EPOCHS = 500
 #: A run whose units end with fewer than this fraction of ``steps_to_learn`` is told so.
 FEW_STEPS_FRACTION = 0.1
+
+#: Settings that take ``on``, ``off`` (and ``auto``): YAML 1.1 reads a bare on/off as a boolean.
+SWITCHES = ("channels_last",)
 
 #: Values that runs saved before the split wrote for settings their method did not take.
 _LEGACY_UNSET: dict[str, Any] = {"fused": False}
@@ -116,6 +120,13 @@ class RunConfig:
     precision: str = setting("auto", "bf16: autocast the forward passes of training and evaluation; "
                              "auto: bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32; "
                              "results.json records what ran", choices=PRECISIONS)
+    channels_last: str = setting("auto", "hand training steps their images channels-last (NHWC): auto: "
+                                 "for bf16 on a CPU (faster there); on: always (fp32 then rounds "
+                                 "differently, ~1e-9); off: never (docs/benchmarks.md)",
+                                 choices=CHANNELS_LAST_MODES)
+    dropout_rng: str = setting("exact", "how a CPU step draws dropout masks: exact: PyTorch's masks, bit "
+                               "for bit; fast: 4x fewer generator draws, keep probability rounded "
+                               "to 1/65536 (docs/benchmarks.md)", choices=DROPOUT_RNGS)
     cuda_graphs: bool = setting(False, "CUDA only: record each training step once as a CUDA graph and "
                                 "replay it per batch (same steps, fewer launches; docs/benchmarks.md)")
     # bookkeeping
@@ -152,9 +163,17 @@ class RunConfig:
         self.method_config = method_config
         if self.optimizer is None:
             self.optimizer = cls.default_optimizer
+        self._read_yaml_switches()
         check_fields(self)
         check_device(self.device)
         self._check_label_column()
+
+    def _read_yaml_switches(self) -> None:
+        """``on``/``off`` of a three-way setting, which YAML reads as ``True``/``False``, as written."""
+        for name in SWITCHES:
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                setattr(self, name, "on" if value else "off")
 
     def _check_label_column(self) -> None:
         """A label column other than the default names a .csv column: refused for other datasets,

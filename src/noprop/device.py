@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
 import resource
 import sys
@@ -51,6 +52,35 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+_GLIBC_M_TRIM_THRESHOLD = -1
+_GLIBC_M_MMAP_MAX = -4
+_allocator_tuned = False
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS (once per process).
+
+    By default glibc serves large allocations (from 128 KB up to a threshold that grows to 32 MB)
+    with a fresh ``mmap`` and unmaps them on free, and trims the top of its heap, so a training step
+    can pay a page fault per 4 KB page of its activations, every step (the paper's block on
+    CIFAR-10, batch 128, two blocks taking turns in float32: ~10,000 faults per block step; one
+    block in bf16: ~100). With mmap off and trimming off, freed blocks are reused: the resident
+    size stays at its peak. The trainer sets it on a CPU. Returns whether the
+    setting took effect (False off glibc).
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = bool(mallopt(_GLIBC_M_MMAP_MAX, 0)) and bool(mallopt(_GLIBC_M_TRIM_THRESHOLD, 2**30))
+    return _allocator_tuned
 
 
 _flush_depth = 0
@@ -129,20 +159,23 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
-#: Whether a training step hands its images to the model channels-last (NHWC): ``None``, the
-#: default, for bf16 on a CPU, where oneDNN's bf16 convolutions and max pooling run faster on it
-#: (docs/benchmarks.md, "Where a CPU step's time goes"); ``True`` in every precision (opt-in for
-#: float32: faster on a CPU too, but its convolution gradients round differently, ~1e-9, so float32
-#: runs are no longer bit-identical to the default); ``False`` never. Dropout masks do not depend
-#: on it (:class:`noprop.encoders.Dropout` draws them in logical order).
-CHANNELS_LAST: bool | None = None
+#: Values of the ``channels_last`` setting (:func:`channels_last_for`).
+CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 
-def channels_last_for(precision: str, device: torch.device) -> bool:
-    """Whether training steps in a resolved ``precision`` on ``device`` run channels-last
-    (:data:`CHANNELS_LAST`)."""
-    if CHANNELS_LAST is not None:
-        return CHANNELS_LAST
+def channels_last_for(setting: str, precision: str, device: torch.device) -> bool:
+    """Whether training steps hand the model their images channels-last (NHWC), from the run's
+    ``channels_last`` setting and its resolved ``precision``.
+
+    ``auto``: for bf16 on a CPU, where oneDNN's bf16 convolutions and max pooling run faster on it
+    (docs/benchmarks.md, "Where a CPU step's time goes"); ``on``: in every precision (float32 runs
+    faster on a CPU too, but its convolution gradients round differently, ~1e-9, so it is no longer
+    bit-identical to ``off``); ``off``: never. Dropout masks do not depend on it
+    (:class:`noprop.dropout.Dropout` draws them in logical order)."""
+    if setting not in CHANNELS_LAST_MODES:
+        raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST_MODES)}; got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
     return precision == "bf16" and device.type == "cpu"
 
 

@@ -37,13 +37,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from noprop.dropout import Dropout
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
@@ -94,50 +93,6 @@ def check_image_fits(spec: DataSpec, padding: int) -> None:
                       f"convolutions, which needs at least {side}x{side}; {hint}")
 
 
-@cache
-def rand_draws_bernoulli() -> bool:
-    """Whether this torch's CPU ``bernoulli_(p)`` draws what ``torch.rand(float64) < p`` draws, and
-    leaves the generator where it leaves it (checked once per process).
-
-    True of its portable kernel (element by element, one 64-bit uniform each), which every CPU
-    but an Intel one with MKL runs; with MKL on Intel, ``bernoulli_`` is a vectorised MKL stream
-    instead (other numbers, already fast), and :class:`Dropout` leaves the mask to it."""
-    draws = []
-    for bernoulli in (True, False):
-        g = torch.Generator().manual_seed(0)
-        mask = (torch.empty(4096).bernoulli_(0.8, generator=g) if bernoulli
-                else (torch.rand(4096, dtype=torch.float64, generator=g) < 0.8).float())
-        draws.append((mask, g.get_state()))
-    (a, state_a), (b, state_b) = draws
-    return torch.equal(a, b) and torch.equal(state_a, state_b)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` with the same masks and outputs, bit for bit, drawn faster on the CPU and in
-    the tensor's logical order.
-
-    PyTorch's CPU dropout is ``x * bernoulli_(1 - p) / (1 - p)``. The portable ``bernoulli_``
-    (every CPU but Intel with MKL) draws one element at a time through a generic distribution
-    object; ``torch.rand(..., float64) < 1 - p`` makes the same draws from the same generator in
-    about half the time (:func:`rand_draws_bernoulli` checks this once; docs/benchmarks.md, "Where
-    a CPU step's time goes"). The mask is drawn in the logical (N, C, H, W) order whatever the
-    memory layout, so a channels-last step draws the masks a contiguous one draws, where
-    ``F.dropout`` would draw them in memory order. Anywhere else (eval mode, CUDA, under ``vmap`` or
-    ``torch.compile``, ``inplace``, MKL's ``bernoulli_``) this is ``F.dropout``.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (not self.training or self.inplace or not 0 < self.p < 1 or x.device.type != "cpu"
-                or x.numel() == 0 or torch.compiler.is_compiling()
-                or torch._C._functorch.is_batchedtensor(x) or not rand_draws_bernoulli()):
-            return F.dropout(x, self.p, self.training, self.inplace)
-        keep = 1 - self.p
-        with torch.profiler.record_function("noprop::dropout"):  # one bucket in benchmarks/profile_step.py
-            mask = torch.rand(x.shape, dtype=torch.float64, device=x.device) < keep  # logical order
-            noise = torch.empty_like(x).copy_(mask)  # in x's layout: the products run at full speed
-            return x * noise.div_(keep)
-
-
 class ImageBranch(nn.Module):
     """Conv stack of the paper's block ending in FC(256) and either BatchNorm (DT) or ReLU (CT/FM)."""
 
@@ -145,17 +100,20 @@ class ImageBranch(nn.Module):
         super().__init__()
         check_image_fits(spec, padding)
         self.spec = spec
+        # pooling before the ReLU computes the paper's ReLU-then-pool, values and gradients bit for
+        # bit (max commutes with the monotone ReLU, and a window whose maximum is <= 0 passes no
+        # gradient either way), on a quarter of the elements
         self.features = nn.Sequential(
             nn.Conv2d(spec.channels, 32, 3, padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             Dropout(DROPOUT),
             nn.Conv2d(32, 64, 3, padding=padding),
             nn.ReLU(),
             Dropout(DROPOUT),
             nn.Conv2d(64, 128, 3, padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             Dropout(DROPOUT),
             nn.Flatten(),
         )

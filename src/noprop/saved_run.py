@@ -54,7 +54,7 @@ CHECKPOINT_FORMAT = 1
 RESUMABLE_CHANGES = frozenset({
     "epochs", "lr", "weight_decay", "data_dir", "device", "progress", "log_epochs", "checkpoint_minutes",
     "max_train_seconds", "skip_nonfinite", "flush_denormal", "precision", "eval_inference_steps",
-    "num_threads", "tensorboard", "cuda_graphs",
+    "num_threads", "tensorboard", "cuda_graphs", "channels_last", "dropout_rng",
     "eval_deterministic", "eval_seed",
 })
 

@@ -77,14 +77,15 @@ def test_same_seed_gives_identical_parameters_on_cpu():
                            other.method.state_dict()["classifier.weight"])
 
 
-@pytest.mark.parametrize(("block_order", "signum", "skip_nonfinite"), [
-    ("sequential", signal.SIGINT, False),
-    ("interleaved", signal.SIGTERM, True),
+@pytest.mark.parametrize(("block_order", "signum", "skip_nonfinite", "dropout_rng"), [
+    ("sequential", signal.SIGINT, False, "exact"),
+    ("interleaved", signal.SIGTERM, True, "exact"),
+    ("interleaved", signal.SIGTERM, False, "fast"),
 ])
 def test_signal_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, monkeypatch, block_order, signum,
-                                                                skip_nonfinite):
+                                                                skip_nonfinite, dropout_rng):
     data = make_blobs(32, 8, classes=3)
-    config = tiny_config(block_order=block_order, skip_nonfinite=skip_nonfinite)
+    config = tiny_config(block_order=block_order, skip_nonfinite=skip_nonfinite, dropout_rng=dropout_rng)
     whole, _ = train_run(config, tmp_path / "whole", data=data)
 
     handler_before = signal.getsignal(signum)

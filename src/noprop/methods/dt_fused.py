@@ -27,15 +27,14 @@ under bf16 autocast with channels-last images. On CPU it is a plain loop over th
 one stacked output (:attr:`StackedBlocks.vectorize`): the same sum of losses and the same
 gradients, without the stacking copies that made the vmap 5 % slower than one block at a time
 there. When the vmap does run on CPU, glibc is asked to keep freed memory
-(:func:`retain_freed_memory`), without which the T-times larger activations are page-faulted in
-afresh at every step (measured: the fused step took ~2x as long).
+(:func:`noprop.device.retain_freed_memory`, which the trainer also sets on a CPU), without which
+the T-times larger activations are page-faulted in afresh at every step (measured: the fused step
+took ~2x as long).
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import sys
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -46,7 +45,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from noprop.device import bf16_autocast
+from noprop.device import bf16_autocast, retain_freed_memory
 from noprop.methods.base import LossOutput, TrainingUnit
 from noprop.sampler import posterior_chain
 from noprop.schedules import gaussian_prior_kl
@@ -57,32 +56,6 @@ if TYPE_CHECKING:
 #: Images per vmapped pass of the fused sampler's image path: its activations are T times those
 #: of one block, so large evaluation batches are cut into slices of this size on CPU.
 CPU_SAMPLER_CHUNK = 128
-
-_GLIBC_M_TRIM_THRESHOLD = -1
-_GLIBC_M_MMAP_MAX = -4
-_allocator_tuned = False
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of returning it to the OS (once per process).
-
-    By default glibc serves every allocation above 32 MB with a fresh ``mmap`` and unmaps it on
-    free, so a step whose activations are that large pays a page fault per 4 KB page, every step.
-    With mmap off and trimming off, freed blocks are reused: the resident size stays at its peak.
-    Returns whether the setting took effect (False off glibc).
-    """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    _allocator_tuned = bool(mallopt(_GLIBC_M_MMAP_MAX, 0)) and bool(mallopt(_GLIBC_M_TRIM_THRESHOLD, 2**30))
-    return _allocator_tuned
-
 
 class StackedBlocks:
     """Runs the modules of ``blocks`` (identical in structure) as one vmapped module.

@@ -30,6 +30,7 @@ from torch import Tensor
 from noprop import device as devices
 from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
+from noprop.dropout import use_dropout_rng
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods.base import Method
 from noprop.random_state import capture_rng_state, restore_rng_state
@@ -87,9 +88,12 @@ class Trainer:
         self.device = devices.resolve_device(config.device)
         #: ``fp32`` or ``bf16``: the precision ``config.precision`` resolves to on this machine.
         self.precision = devices.resolve_precision(config.precision, self.device)
-        #: whether a step hands the model its images channels-last (bf16 on a CPU; noprop.device)
-        self.channels_last = devices.channels_last_for(self.precision, self.device)
+        #: whether a step hands the model its images channels-last (``config.channels_last``)
+        self.channels_last = devices.channels_last_for(config.channels_last, self.precision, self.device)
         self.method = method.to(self.device)
+        use_dropout_rng(self.method, config.dropout_rng)
+        if self.device.type == "cpu":  # else every step page-faults its activations in afresh
+            devices.retain_freed_memory()
         data.check_trainable(augment=config.augment)
         self.data = data
         # a training set that fits is copied to the GPU once: no host-to-device copy in the step
@@ -394,7 +398,7 @@ class Trainer:
         return run_results(self.config, self.method, dataset=self.data.name, epochs=self.epoch,
                            accuracy=accuracy, train_seconds=p.train_seconds, samples_seen=seen,
                            device=self.device, precision=self.precision,
-                           flush_denormal=self.denormals_flushed,
+                           flush_denormal=self.denormals_flushed, channels_last=self.channels_last,
                            units=units, untrained_units=self.untrained_units(),
                            **(self.graphs.describe() if self.graphs is not None else {}),
                            **self.parallelism.describe())
