@@ -10,6 +10,7 @@ from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
 from noprop.methods.dt import NoPropDT
+from noprop.methods.dtp import DifferenceTargetPropagation
 from noprop.methods.fg import ForwardGradient
 from noprop.methods.fm import NoPropFM
 from noprop.methods.forward_forward import ForwardForward
@@ -21,7 +22,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT
 
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
-                                          PredSim, ForwardGradient)})
+                                          PredSim, ForwardGradient, DifferenceTargetPropagation)})
 
 
 def method_class(name: str) -> type[Method]:

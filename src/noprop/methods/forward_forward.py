@@ -37,8 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig
-from noprop.settings import setting
+from noprop.methods.config import MethodConfig, hidden_layers_setting, layer_width_setting
 from noprop.spec import DataSpec
 
 
@@ -46,8 +45,8 @@ from noprop.spec import DataSpec
 class FFConfig(MethodConfig):
     """The network of Forward-Forward; the defaults are Hinton's MNIST net, 4 hidden layers of 2000 ReLUs."""
 
-    num_layers: int = setting(4, "Forward-Forward: hidden layers", positive=True, shape=True)
-    layer_width: int = setting(2000, "Forward-Forward: ReLUs per hidden layer", positive=True, shape=True)
+    num_layers: int = hidden_layers_setting(4)
+    layer_width: int = layer_width_setting(2000)
 
 
 def embed_label(x: Tensor, labels: Tensor, num_classes: int) -> Tensor:
