@@ -9,6 +9,7 @@ from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
+from noprop.methods.ct_adjoint import AdjointCT
 from noprop.methods.dt import NoPropDT
 from noprop.methods.dtp import DifferenceTargetPropagation
 from noprop.methods.fg import ForwardGradient
@@ -22,7 +23,8 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT
 
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
-                                          PredSim, ForwardGradient, DifferenceTargetPropagation)})
+                                          PredSim, ForwardGradient, DifferenceTargetPropagation,
+                                          AdjointCT)})
 
 
 def method_class(name: str) -> type[Method]:
