@@ -7,6 +7,7 @@ from typing import Any
 
 from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.ccl import CounterCurrentLearning
 from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
 from noprop.methods.ct_adjoint import AdjointCT
@@ -24,7 +25,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
                                           PredSim, ForwardGradient, DifferenceTargetPropagation,
-                                          AdjointCT)})
+                                          AdjointCT, CounterCurrentLearning)})
 
 
 def method_class(name: str) -> type[Method]:
