@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from noprop.methods.auglocal import AugLocal
 from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.ccl import CounterCurrentLearning
@@ -25,7 +26,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
                                           PredSim, ForwardGradient, DifferenceTargetPropagation,
-                                          AdjointCT, CounterCurrentLearning)})
+                                          AdjointCT, CounterCurrentLearning, AugLocal)})
 
 
 def method_class(name: str) -> type[Method]:
