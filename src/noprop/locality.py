@@ -28,6 +28,10 @@ other group is a *block*. Shared groups may get gradient from every unit that na
 not perturbed (they legitimately affect every unit). ``forward="chained"`` is for layer-wise
 methods whose claim is gradient locality only (``local``, ``ff``: block k trains on block k-1's
 output): there a unit may read the blocks before its own, never the ones after.
+``forward="targets"`` is for target methods (``dtp``, ``ccl``): block k's loss reads values of every
+block (its input from below, its target from above), so no perturbation can isolate it; instead the
+gradient check doubles the gradient that flows back through every other block's modules (values
+unchanged), and each block's gradient must stay bit-identical: no gradient passes another block.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ from noprop.methods import METHODS, Method
 from noprop.run import build_for
 from noprop.training.trainer import Trainer
 
-#: Forward modes: ``isolated`` (NoProp: a unit reads no other block) or ``chained`` (earlier only).
-FORWARD_MODES = ("isolated", "chained")
+#: Forward modes: ``isolated`` (NoProp: a unit reads no other block), ``chained`` (earlier only) or
+#: ``targets`` (values of any block, gradients of none: target propagation).
+FORWARD_MODES = ("isolated", "chained", "targets")
 #: Rows of the default batch (the digits' training split).
 DEFAULT_ROWS = 64
 
@@ -166,7 +171,10 @@ class _Roles:
         return [g for g in self.units[unit].groups if g in self.blocks]
 
     def others(self, unit: int) -> list[str]:
-        """Blocks another unit owns and ``unit`` does not name (chained: only the later ones)."""
+        """Blocks another unit owns and ``unit`` does not name (chained: only the later ones;
+        targets: none, since a target method reads every block's values)."""
+        if self.forward == "targets":
+            return []
         own = self.own_blocks(unit)
         others = [b for b in self.blocks if b not in self.units[unit].groups]
         if self.forward == "chained" and own:
@@ -237,6 +245,32 @@ def _perturbed(roles: _Roles, unit: int, x: Tensor, y: Tensor, seed: int, groups
         return _evaluate(roles.method, unit, x, y, seed)
 
 
+@contextlib.contextmanager
+def _gradient_doubled_through(roles: _Roles, groups: Sequence[str]) -> Iterator[None]:
+    """Every module whose own parameters all belong to ``groups`` doubles the gradient that flows back
+    through its output; forward values are untouched (a target read from it is unchanged)."""
+    members = {id(p) for g in groups for p in roles.groups.get(g, [])}
+
+    def double(module: nn.Module, args: Any, output: Any) -> None:
+        for t in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(t, Tensor) and t.requires_grad:
+                t.register_hook(lambda g: g * 2)
+
+    handles = [m.register_forward_hook(double) for m in roles.method.modules()
+               if (own := list(m.parameters(recurse=False))) and all(id(p) in members for p in own)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _gradient_probed(roles: _Roles, unit: int, x: Tensor, y: Tensor, seed: int, groups: Sequence[str]
+                     ) -> _Evaluation:
+    with _gradient_doubled_through(roles, groups):
+        return _evaluate(roles.method, unit, x, y, seed)
+
+
 def _culprits(roles: _Roles, unit: int, x: Tensor, y: Tensor, seed: int, candidates: Sequence[str],
               changed: Callable[[_Evaluation], bool]) -> list[str]:
     """The candidate groups whose perturbation alone changes the evaluation."""
@@ -295,7 +329,8 @@ def check_gradient(roles: _Roles, x: Tensor, y: Tensor, seed: int) -> list[Check
             checks.append(Check("gradient", unit.name, True, f"reaches {', '.join(reached) or 'nothing'} "
                                 "only"))
             continue
-        checks.append(_separable(roles, u, blocks, x, y, seed, base))
+        separable = _own_gradient_paths if roles.forward == "targets" else _separable
+        checks.append(separable(roles, u, blocks, x, y, seed, base))
     return checks
 
 
@@ -328,13 +363,38 @@ def _separable(roles: _Roles, u: int, blocks: list[str], x: Tensor, y: Tensor, s
                  "(unchanged when the other blocks are perturbed)")
 
 
+def _own_gradient_paths(roles: _Roles, u: int, blocks: list[str], x: Tensor, y: Tensor, seed: int,
+                        base: _Evaluation) -> Check:
+    """A target method's unit over several blocks: block b may read the others' values, but its
+    gradient must stay bit-identical when the gradient through every other block's modules is doubled."""
+    unit = roles.units[u]
+    for b in blocks:
+        others = [c for c in roles.blocks if c != b]
+        params = roles.groups[b]
+
+        def changed(ev: _Evaluation, params: list[nn.Parameter] = params) -> bool:
+            return not all(_same(base.grads[id(p)], ev.grads[id(p)]) for p in params)
+
+        if others and changed(_gradient_probed(roles, u, x, y, seed, others)):
+            culprits = [c for c in others if changed(_gradient_probed(roles, u, x, y, seed, [c]))]
+            return Check("gradient", unit.name, False,
+                         f"one unit spans {len(blocks)} blocks ({_span(blocks)}) and the gradient of {b} "
+                         f"flows back through {', '.join(culprits) or 'the other blocks'}: gradient crosses "
+                         "blocks (back-propagation through another block)", "gradient crosses blocks",
+                         (b, *culprits))
+    return Check("gradient", unit.name, True,
+                 f"spans {len(blocks)} blocks ({_span(blocks)}); no block's gradient flows through another "
+                 "(unchanged when the gradient through the other blocks is doubled)")
+
+
 def check_forward(roles: _Roles, x: Tensor, y: Tensor, seed: int) -> list[Check]:
     """Perturbing the other units' own groups leaves unit u's loss, terms and gradients identical."""
     checks = []
     for u, unit in enumerate(roles.units):
         others = roles.others(u)
         if not others:
-            why = "no other unit owns a block" if len(roles.units) == 1 else "no later block"
+            why = ("a target method reads every block's values" if roles.forward == "targets"
+                   else "no other unit owns a block" if len(roles.units) == 1 else "no later block")
             checks.append(Check("forward", unit.name, None, f"{why} (see the gradient check)"))
             continue
         base = _evaluate(roles.method, u, x, y, seed)

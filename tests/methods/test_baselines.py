@@ -162,3 +162,45 @@ def test_backprop_classifier_starts_as_the_embedding_readout():
     logits = proto.classifier(proto.embedding.weight)
     torch.testing.assert_close(logits.diagonal(), torch.ones(4))
     assert math.isclose(torch.tanh(proto.mix_logits[0]).item(), 1 - 1e-3 ** 0.5, rel_tol=1e-6)
+
+
+def test_forward_forward_hard_negatives_follow_the_networks_own_probabilities(monkeypatch):
+    """``ff_negatives="hard"``: never the true label; wrong labels in proportion to p(positive)."""
+    method = ForwardForward(SPEC, num_layers=2, layer_width=16, ff_negatives="hard")
+    p = torch.tensor([[0.9, 0.6, 0.3, 0.1]]).repeat(4000, 1)
+    monkeypatch.setattr(method, "positive_probability", lambda x: p.clone())
+    y = torch.zeros(4000, dtype=torch.long)
+    torch.manual_seed(0)
+    wrong = method.negative_labels(torch.zeros(4000, 1, 8, 8), y)
+    counts = torch.bincount(wrong, minlength=4).float() / 4000
+    assert counts[0] == 0
+    torch.testing.assert_close(counts[1:], torch.tensor([0.6, 0.3, 0.1]), atol=0.03, rtol=0)
+
+
+def test_forward_forward_positive_probability_is_the_mean_logistic_over_voting_layers():
+    torch.manual_seed(0)
+    method = ForwardForward(SPEC, num_layers=3, layer_width=8).eval()
+    x = make_blobs(n_train=2).train_x
+    p = method.positive_probability(x)
+    for c in range(SPEC.num_classes):
+        acts = method.activities(x, torch.full((2,), c))
+        expected = (torch.sigmoid(goodness(acts[1]) - 8) + torch.sigmoid(goodness(acts[2]) - 8)) / 2
+        torch.testing.assert_close(p[:, c], expected)
+
+
+def test_forward_forward_goodness_is_summed_in_float32_under_bf16_autocast():
+    h = torch.full((1, 2000), 1.0 + 2 ** -7, dtype=torch.bfloat16)  # goodness 2031.3, between bf16 steps
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = goodness(h)
+    assert g.dtype == torch.float32
+    assert g.item() == pytest.approx(2000 * (1 + 2 ** -7) ** 2, rel=1e-6)
+
+
+def test_forward_forward_with_hard_negatives_learns_tiny_data():
+    data = make_blobs(n_train=128, n_test=256)
+    torch.manual_seed(0)
+    method = ForwardForward(SPEC, num_layers=3, layer_width=64, ff_negatives="hard")
+    config = RunConfig(method="ff", dataset="blobs", epochs=EPOCHS["ff"], batch_size=16, lr=1e-2,
+                       progress=False, block_order="interleaved", precision="fp32")
+    results = Trainer(method, data, config).fit()
+    assert results["test_accuracy"] > 0.6, results["test_accuracy"]

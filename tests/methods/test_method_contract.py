@@ -18,7 +18,7 @@ from noprop.methods.forward_forward import ForwardForward
 from noprop.training.trainer import Trainer
 
 #: Small settings, given to the methods that take them.
-SMALL = {"num_blocks": 3, "inference_steps": 4}
+SMALL = {"num_blocks": 3, "inference_steps": 4, "ode_steps": 8}
 
 
 #: The user's own encoder (tests/user_encoders.py), in the variants marked ``@user``.

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "units name)")
     p.add_argument("--forward", choices=FORWARD_MODES, default=None,
                    help="isolated: a unit reads no other block (NoProp); chained: only earlier ones "
-                        "(layer-wise methods; default: chained for local and ff)")
+                        "(layer-wise methods); targets: values of any block, no gradient through "
+                        "another (dtp, ccl); default: the method's own claim")
     p.add_argument("--setup", default=None, metavar="MODULE:FUNCTION",
                    help="a function called first, here and in every process (e.g. to register a method)")
     add_config_flags(p, method_flag=False)

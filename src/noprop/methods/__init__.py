@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from noprop.methods.auglocal import AugLocal
 from noprop.methods.backprop import BackpropChain, PlainCNN
 from noprop.methods.base import LossOutput, Method, TrainingUnit
+from noprop.methods.ccl import CounterCurrentLearning
 from noprop.methods.config import MethodConfig
 from noprop.methods.ct import NoPropCT
+from noprop.methods.ct_adjoint import AdjointCT
 from noprop.methods.dt import NoPropDT
+from noprop.methods.dtp import DifferenceTargetPropagation
 from noprop.methods.fg import ForwardGradient
 from noprop.methods.fm import NoPropFM
 from noprop.methods.forward_forward import ForwardForward
@@ -21,7 +25,8 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPropDT, NoPropCT
 
 #: Baselines (docs/benchmarks.md): back-propagation and earlier backprop-free methods.
 METHODS.update({cls.name: cls for cls in (BackpropChain, PlainCNN, ForwardForward, LocalLearning,
-                                          PredSim, ForwardGradient)})
+                                          PredSim, ForwardGradient, DifferenceTargetPropagation,
+                                          AdjointCT, CounterCurrentLearning, AugLocal)})
 
 
 def method_class(name: str) -> type[Method]:

@@ -113,9 +113,7 @@ class BackpropChain(LabelEmbeddingMethod):
         """Start the classifier (see the class docstring); re-run once prototypes are set."""
         scale = self.config.classifier_scale
         if self.config.classifier_init == "embedding":
-            w = self.embedding.weight
-            self.classifier.weight.copy_(scale * w / w.pow(2).sum(1, keepdim=True))
-            self.classifier.bias.zero_()
+            self.init_classifier_as_readout(scale)
         else:
             self.classifier.weight.mul_(scale)
             self.classifier.bias.mul_(scale)

@@ -62,7 +62,9 @@ class Method(nn.Module, ABC):
     steps_to_learn: ClassVar[int] = 1000
     #: What the method claims to be local in (``noprop check-locality``, docs/locality.md):
     #: ``isolated``, a unit's loss reads no other block (NoProp); ``chained``, block k trains on
-    #: block k-1's output but no gradient crosses blocks (layer-wise learning).
+    #: block k-1's output but no gradient crosses blocks (layer-wise learning); ``targets``, block k's
+    #: loss reads values of any block (its input, a target from above) but no gradient crosses
+    #: blocks (target propagation, counter-current learning).
     locality_forward: ClassVar[str] = "isolated"
     #: Groups every unit may train (a head, an embedding); ``None``: the group called ``shared`` and
     #: every group that two or more units name.

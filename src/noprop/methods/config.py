@@ -111,3 +111,14 @@ class EmbeddingConfig(EncoderConfig):
                              "prototype (d = image size)", choices=EMBEDDING_KINDS, shape=True)
     embedding_dim: int = setting(20, "d of learned embeddings (the paper's 20); onehot and prototype "
                                  "fix d themselves and ignore it", positive=True, shape=True)
+
+
+def hidden_layers_setting(default: int) -> Any:
+    """``num_layers`` of a fully connected method (ff, dtp, ccl), each with its paper's default."""
+    return setting(default, "hidden layers of the fully connected network", positive=True, shape=True)
+
+
+def layer_width_setting(default: int) -> Any:
+    """``layer_width`` of a fully connected method (ff, dtp, ccl), each with its paper's default."""
+    return setting(default, "units per hidden layer of the fully connected network", positive=True,
+                   shape=True)

@@ -14,17 +14,21 @@ What we follow from the paper's supervised MNIST experiment (Sec. 3.3):
 * prediction: run the net once per candidate label and pick the label with the highest goodness
   accumulated over all hidden layers but the first.
 
-Choices where the paper is silent or we simplify (documented in docs/benchmarks.md):
+Choices where the paper is silent or we simplify (docs/methods.md, "Forward-Forward against
+Hinton's MNIST setup"):
 
-* negative labels are drawn uniformly among the wrong classes (the paper also tries "hard"
-  negatives picked by the network's own predictions; we do not);
+* negative labels: ``ff_negatives="uniform"`` (default) draws them uniformly among the wrong
+  classes; ``"hard"`` draws them from the network's own opinion, in proportion to the probability
+  it gives (image, wrong label) of being positive, averaged over the layers that vote;
 * ``theta`` is the layer width, i.e. the mean squared activity is pushed above/below 1; the length
   normalisation rescales to unit root-mean-square (mean square 1 per input value) rather than unit
   length, which keeps inputs O(1) whatever the width; the image itself is normalised the same way;
 * all layers learn simultaneously on every batch (as in the paper), so the method has ONE
   training unit whose loss is the sum of the per-layer losses; inputs are detached between
   layers, so each layer's gradient comes from its own loss only, and every layer has its own
-  parameter group and optimizer.
+  parameter group and optimizer;
+* goodness is summed in float32 whatever the autocast: near ``theta = 2000`` a bfloat16 sum moves
+  in steps of 8-16, which flattens the logistic loss around the threshold.
 """
 
 from __future__ import annotations
@@ -37,17 +41,23 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig
+from noprop.methods.config import MethodConfig, hidden_layers_setting, layer_width_setting
 from noprop.settings import setting
 from noprop.spec import DataSpec
+
+#: How the wrong label of a negative example is drawn.
+NEGATIVE_LABELS = ("uniform", "hard")
 
 
 @dataclass(frozen=True)
 class FFConfig(MethodConfig):
     """The network of Forward-Forward; the defaults are Hinton's MNIST net, 4 hidden layers of 2000 ReLUs."""
 
-    num_layers: int = setting(4, "Forward-Forward: hidden layers", positive=True, shape=True)
-    layer_width: int = setting(2000, "Forward-Forward: ReLUs per hidden layer", positive=True, shape=True)
+    num_layers: int = hidden_layers_setting(4)
+    layer_width: int = layer_width_setting(2000)
+    ff_negatives: str = setting("uniform", "ff: negative labels uniform among the wrong classes, or hard: "
+                                "drawn in proportion to the network's own probability that the pair "
+                                "is positive (Hinton 2022)", choices=NEGATIVE_LABELS)
 
 
 def embed_label(x: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -63,8 +73,8 @@ def rms_normalise(h: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def goodness(h: Tensor) -> Tensor:
-    """Sum of squared activities per example, shape ``(batch,)``."""
-    return h.pow(2).sum(dim=1)
+    """Sum of squared activities per example, shape ``(batch,)``, in float32."""
+    return h.float().pow(2).sum(dim=1)
 
 
 class ForwardForward(Method):
@@ -104,9 +114,19 @@ class ForwardForward(Method):
             out.append(h)
         return out
 
+    def negative_labels(self, x: Tensor, y: Tensor) -> Tensor:
+        """A wrong label per example: uniform, or (hard) in proportion to ``p(positive)`` of the pair."""
+        classes = self.spec.num_classes
+        if self.config.ff_negatives == "uniform":
+            offset = torch.randint(1, classes, y.shape, device=y.device)
+            return (y + offset) % classes  # uniform over the other classes
+        with torch.no_grad():
+            weights = self.positive_probability(x) + 1e-12  # never all zero
+            weights.scatter_(1, y[:, None], 0.0)
+            return torch.multinomial(weights, 1).squeeze(1)
+
     def unit_loss(self, unit: int, x: Tensor, y: Tensor) -> LossOutput:
-        offset = torch.randint(1, self.spec.num_classes, y.shape, device=y.device)
-        wrong = (y + offset) % self.spec.num_classes  # uniform over the other classes
+        wrong = self.negative_labels(x, y)
         losses = []
         for pos, neg in zip(self.activities(x, y), self.activities(x, wrong), strict=True):
             theta = pos.shape[1]
@@ -114,10 +134,21 @@ class ForwardForward(Method):
         loss = torch.stack(losses).sum()
         return LossOutput(loss=loss, terms={f"layer{i}": v.detach() for i, v in enumerate(losses, start=1)})
 
-    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
-        """Accumulated goodness per candidate label, shape ``(batch, C)``."""
+    def voting_activities(self, x: Tensor) -> list[Tensor]:
+        """Activities of the layers that vote, for every image shown with every label: each
+        ``(batch * C, width)``, image-major (the paper skips the first hidden layer)."""
         batch, classes = x.shape[0], self.spec.num_classes
         labels = torch.arange(classes, device=x.device).repeat(batch)
         acts = self.activities(x.repeat_interleave(classes, dim=0), labels)
-        counted = acts[1:] if len(acts) > 1 else acts  # the paper skips the first hidden layer
-        return torch.stack([goodness(h) for h in counted]).sum(0).reshape(batch, classes)
+        return acts[1:] if len(acts) > 1 else acts
+
+    def positive_probability(self, x: Tensor) -> Tensor:
+        """``sigmoid(goodness - theta)`` of (image, label) averaged over the voting layers, ``(batch, C)``."""
+        acts = self.voting_activities(x)
+        p = torch.stack([torch.sigmoid(goodness(h) - h.shape[1]) for h in acts]).mean(0)
+        return p.reshape(x.shape[0], self.spec.num_classes)
+
+    def predict_logits(self, x, *, steps=None, deterministic=False, generator=None) -> Tensor:
+        """Accumulated goodness per candidate label, shape ``(batch, C)``."""
+        acts = self.voting_activities(x)
+        return torch.stack([goodness(h) for h in acts]).sum(0).reshape(x.shape[0], self.spec.num_classes)

@@ -22,6 +22,7 @@ built and registered (the random initialisations, ``state_dict`` and ``parameter
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -51,6 +52,17 @@ class LabelEmbeddingMethod(Method):
         """Build ``self.classifier``, the linear map from a point ``z`` of the embedding space to C logits."""
         self.classifier = nn.Linear(self.embedding.dim, self.spec.num_classes)
         return self.classifier
+
+    @torch.no_grad()
+    def init_classifier_as_readout(self, scale: float = 1.0) -> None:
+        """Start the classifier as the embedding's readout, ``W_c = scale * u_c / |u_c|^2``, bias 0,
+        so ``logit_c(u_y) = scale`` for ``c = y`` (one-hot: ``W = scale * I``). A classifier on a
+        point of the simplex spanned by the embeddings otherwise starts with logits that barely
+        differ (docs/methods.md, "The backprop baseline")."""
+        assert self.classifier is not None
+        w = self.embedding.weight
+        self.classifier.weight.copy_(scale * w / w.pow(2).sum(1, keepdim=True))
+        self.classifier.bias.zero_()
 
     def readout_parameters(self) -> list[nn.Parameter]:
         """The classifier's parameters, then the embedding's (none if one-hot): the usual ``shared`` group."""

@@ -55,12 +55,14 @@ class LocalLearning(Method):
             nn.Sequential(*f[7:11]),
             nn.Sequential(f[11], branch.project, branch.out, nn.ReLU()),
         ])
-        self.heads = nn.ModuleList([
-            _conv_head(32, spec.num_classes),
-            _conv_head(64, spec.num_classes),
-            _conv_head(128, spec.num_classes),
-            nn.Linear(HIDDEN, spec.num_classes),
-        ])
+        self.heads = self.make_heads()
+
+    def make_heads(self) -> nn.ModuleList:
+        """Block k's auxiliary classifier: 2x2 average pooling and a linear layer (conv blocks), a
+        linear layer (the last block, whose head is the prediction)."""
+        classes = self.spec.num_classes
+        return nn.ModuleList([_conv_head(32, classes), _conv_head(64, classes), _conv_head(128, classes),
+                              nn.Linear(HIDDEN, classes)])
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
