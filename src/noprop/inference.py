@@ -15,6 +15,12 @@ mode of the sampled class (:func:`inference_runs`)::
 
     accuracy_k = mean_i [pred_k(x_i) == y_i]                      (run k, seed + k)
     vote(x_i)  = argmax_c #{k : pred_k(x_i) == c}                  (ties: lowest class index)
+
+Class probabilities (:func:`class_probabilities`, what ``Classifier.predict_proba`` and ``noprop
+predict`` report) are ``softmax(logits / T)`` of one pass, with the temperature ``T`` of that kind
+of pass fitted when the model was trained (:func:`fit_temperatures`, :class:`Temperatures`): the
+head's own softmax is far from calibrated (a NoProp-DT digits model puts 0.88 on every image, a
+CIFAR-10 one 0.997; docs/calibration.md measures every alternative).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from noprop.calibration import fit_temperature
 from noprop.config import RunConfig
 from noprop.data.base import batch_bounds
 from noprop.device import inference_numerics, resolve_precision
@@ -168,3 +175,76 @@ def inference_runs(method: Method, x: Tensor, y: Tensor, runs: int,
         accuracies.append((pred == y).double().mean().item())
     vote = (votes.argmax(-1) == y).double().mean().item()
     return InferenceRuns(accuracies=accuracies, vote_accuracy=vote)
+
+
+# -- class probabilities ----------------------------------------------------------------------------
+
+#: Training examples a run's temperatures are fitted on when it has no validation split (at most).
+TEMPERATURE_EXAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """The temperature ``T`` of each kind of pass, fitted on held-out (or training) examples when the
+    model was trained: ``p(y | x) = softmax(logits / T)``. ``T = 1`` where none was fitted."""
+
+    #: of the noise-free sampler's logits (the default of ``predict_proba`` and ``noprop predict``)
+    noise_free: float = 1.0
+    #: of one pass of the paper's stochastic sampler
+    stochastic: float = 1.0
+    #: ``"train"`` (a seeded draw of training examples), ``"validation"``, or ``None`` (not fitted)
+    fitted_on: str | None = None
+    examples: int = 0
+    #: why a temperature was left at 1 (a fit that hit the end of its range)
+    notes: tuple[str, ...] = ()
+
+    def of(self, deterministic: bool) -> float:
+        """The temperature of the noise-free (``deterministic``) or the stochastic sampler's logits."""
+        return self.noise_free if deterministic else self.stochastic
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Temperatures | None:
+        """``None`` for a checkpoint written before temperatures were fitted."""
+        if d is None:
+            return None
+        return cls(noise_free=float(d["noise_free"]), stochastic=float(d["stochastic"]),
+                   fitted_on=d.get("fitted_on"), examples=int(d.get("examples", 0)),
+                   notes=tuple(d.get("notes", ())))
+
+
+def temperature_examples(rows: int, seed: int, limit: int = TEMPERATURE_EXAMPLES) -> Tensor:
+    """Indices of the (at most ``limit``) training examples temperatures are fitted on: a draw seeded
+    ``seed`` from a generator of its own (the process's random state is untouched), in order."""
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+    return order[:limit].sort().values
+
+
+def fit_temperatures(method: Method, x: Tensor, y: Tensor, options: InferenceOptions, fitted_on: str
+                     ) -> Temperatures:
+    """The NLL-minimising temperature of the noise-free and of the stochastic sampler's logits on
+    ``(x, y)`` (one pass each, ``options``' seed). A fit at the low end of the searched range means
+    the examples were all classified right (the NLL falls as ``T -> 0``); it would make every answer
+    certain, so that temperature is left at 1, with a note."""
+    if len(x) == 0:
+        raise ValueError("cannot fit temperatures on no examples")
+    found: dict[str, float] = {}
+    notes = []
+    for name, deterministic in (("noise_free", True), ("stochastic", False)):
+        fit = fit_temperature(logits(method, x, options.replace(deterministic=deterministic)), y)
+        degenerate = fit.at_bound and fit.temperature < 1.0
+        found[name] = 1.0 if degenerate else fit.temperature
+        if degenerate:
+            notes.append(f"the {name.replace('_', '-')} sampler's {len(x)} {fitted_on} examples are all "
+                         "classified right, so no temperature was fitted (T = 1)")
+    return Temperatures(noise_free=found["noise_free"], stochastic=found["stochastic"], fitted_on=fitted_on,
+                        examples=len(x), notes=tuple(notes))
+
+
+def class_probabilities(method: Method, x: Tensor, options: InferenceOptions,
+                        temperatures: Temperatures = Temperatures()) -> Tensor:
+    """``softmax(logits / T)`` ``(N, C)`` of one pass, ``T`` that of the pass's kind (float32, CPU):
+    its argmax is the pass's predicted class."""
+    return (logits(method, x, options) / temperatures.of(options.deterministic)).softmax(-1)

@@ -18,7 +18,10 @@ feature with the saved statistics and named ``table.csv[row]`` (rows counted fro
 
 A classifier answers the same way every time: prediction uses the noise-free sampler from a
 seeded starting point ``z_0`` unless ``stochastic`` passes of the paper's stochastic sampler are
-asked for (their probabilities are averaged, with seeded noise).
+asked for (their probabilities are averaged, with seeded noise). The probability of a row is that
+of its class under ``softmax(logits / T)``, the temperature ``T`` of the pass's kind fitted when
+the model was trained (``T = 1`` for a run saved before; docs/calibration.md), so the class is
+the argmax of the probabilities.
 """
 
 from __future__ import annotations
@@ -187,7 +190,8 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
             precision: str | None = None) -> tuple[list[Prediction], list[str]]:
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
     the class probabilities of that many passes of the stochastic sampler (seeded). Inference runs
-    at ``precision`` (default: the run's), so a test image gets the class the trainer scored."""
+    at ``precision`` (default: the run's), so a test image gets the class the trainer scored.
+    Probabilities are ``softmax(logits / T)`` with the run's fitted temperatures (``run.temperatures``)."""
     info, spec = run.data_info, run.spec
     if spec.is_image:
         sources, groups = read_inputs(paths)
@@ -202,10 +206,12 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     options = InferenceOptions.of_run(run.config, next(method.parameters()).device, steps=steps,
                                       deterministic=not stochastic, precision=run.precision(precision))
 
+    temperature = run.temperatures.of(options.deterministic)
+
     def probabilities(xb: Tensor, generator: torch.Generator) -> Tensor:  # softmax in fp32 under bf16
         # noise-free: the chain still starts from z_0 ~ N(0, I), seeded, so an answer never changes
-        passes = [method.predict_logits(xb, generator=generator, **options.sampler()).float().softmax(-1)
-                  for _ in range(max(stochastic, 1))]
+        passes = [(method.predict_logits(xb, generator=generator, **options.sampler()).float() / temperature)
+                  .softmax(-1) for _ in range(max(stochastic, 1))]
         return (passes[0] if len(passes) == 1 else torch.stack(passes).mean(0)).cpu()
 
     probs = torch.cat(infer(method, x, options, probabilities))
