@@ -12,6 +12,7 @@ from noprop.calibration import (
     DEFAULT_BINS,
     brier_score,
     calibration_metrics,
+    confidence_auroc,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -80,3 +81,15 @@ def test_bad_shapes_are_refused() -> None:
         expected_calibration_error(torch.rand(3), torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError, match="no examples"):
         fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_the_auroc_says_whether_the_confidence_ranks_wrong_answers_below_right_ones() -> None:
+    labels = torch.tensor([0, 0, 0, 0])  # class 0 right, class 1 wrong
+    separating = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]])  # right 0.9, 0.8
+    reversed_ = torch.tensor([[0.55, 0.45], [0.6, 0.4], [0.1, 0.9], [0.2, 0.8]])  # wrong 0.9, 0.8
+    flat = torch.tensor([[0.8, 0.2], [0.8, 0.2], [0.2, 0.8], [0.2, 0.8]])  # 0.8 right or wrong
+    assert confidence_auroc(separating, labels) == 1.0
+    assert confidence_auroc(reversed_, labels) == 0.0
+    assert confidence_auroc(flat, labels) == 0.5
+    assert confidence_auroc(separating[:2], labels[:2]) is None  # all right: nothing to separate
+    assert calibration_metrics(flat, labels).auroc == 0.5

@@ -7,11 +7,14 @@ prediction ``pred_i = argmax_c P_ic`` (ties: the lowest class index)::
     ECE   = sum_b (n_b / N) |acc_b - conf_b|        equal-width bins of conf on (0, 1], 15 by default
     NLL   = mean_i -log P_{i, y_i}                   (natural log)
     Brier = mean_i sum_c (P_ic - [c == y_i])^2       (multi-class; 0 is perfect, 2 the worst)
+    AUROC = P(conf of a right answer > conf of a wrong one)      (ties count 1/2)
 
 ``acc_b`` and ``conf_b`` are the accuracy and the mean confidence of the ``n_b`` examples in bin
 ``b`` (Naeini et al. 2015, Guo et al. 2017); bin ``b`` holds ``(b / B, (b + 1) / B]``. The
 reliability diagram is the same bins drawn: accuracy against confidence, on the diagonal when
-calibrated.
+calibrated. ECE says nothing about *which* answers get the low numbers: a model right on 98 % that
+says 0.98 to every input has ECE 0 and is useless to threshold on. The AUROC of the confidence
+(right against wrong answers; 0.5: no better than chance) measures that.
 
 Temperature scaling (Guo et al. 2017) divides the logits by one ``T > 0`` fitted on held-out
 examples by minimising their NLL. The NLL is convex in ``1 / T`` (a log-sum-exp of functions linear
@@ -64,6 +67,8 @@ class CalibrationMetrics:
     ece: float
     nll: float
     brier: float
+    #: how well the confidence separates right from wrong answers (``None``: all right or all wrong)
+    auroc: float | None
     reliability: Reliability
 
 
@@ -133,16 +138,32 @@ def brier_score(probabilities: Tensor, labels: Tensor) -> float:
     return float((p - onehot).pow(2).sum(-1).mean())
 
 
+def confidence_auroc(probabilities: Tensor, labels: Tensor) -> float | None:
+    """The probability that a right answer has a higher confidence than a wrong one (ties count
+    1/2; the Mann-Whitney statistic on average ranks); ``None`` when all are right or all wrong."""
+    _check(probabilities, labels)
+    conf, pred = probabilities.double().max(-1)
+    right = pred == labels.to(pred.device)
+    n_right, n_wrong = int(right.sum()), int((~right).sum())
+    if n_right == 0 or n_wrong == 0:
+        return None
+    _, inverse, counts = torch.unique(conf, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()  # 1-based rank of each distinct value's last copy
+    ranks = (last - (counts.double() - 1) / 2)[inverse]  # ties: their average rank
+    u = float(ranks[right].sum()) - n_right * (n_right + 1) / 2
+    return u / (n_right * n_wrong)
+
+
 def calibration_metrics(probabilities: Tensor, labels: Tensor, bins: int = DEFAULT_BINS
                         ) -> CalibrationMetrics:
-    """Accuracy, mean confidence, ECE, NLL, Brier score and the reliability diagram."""
+    """Accuracy, mean confidence, ECE, NLL, Brier score, AUROC and the reliability diagram."""
     r = reliability(probabilities, labels, bins)
     conf, pred = probabilities.double().max(-1)
     return CalibrationMetrics(
         n=len(labels), accuracy=float((pred == labels.to(pred.device)).double().mean()),
         mean_confidence=float(conf.mean()), ece=_ece(r),
         nll=negative_log_likelihood(probabilities, labels), brier=brier_score(probabilities, labels),
-        reliability=r)
+        auroc=confidence_auroc(probabilities, labels), reliability=r)
 
 
 def temperature_nll(logits: Tensor, labels: Tensor, temperature: float) -> float:

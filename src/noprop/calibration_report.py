@@ -3,7 +3,8 @@ docs/calibration.md)
 
 One NoProp model can give class probabilities several ways; this module computes each on a run's
 test split and measures it with :mod:`noprop.calibration` (ECE over 15 equal-width bins, NLL,
-Brier score, the reliability diagram). The ways (:data:`RULES`):
+Brier score, the AUROC of the confidence for right against wrong answers, the reliability
+diagram). The ways (:data:`RULES`):
 
 * ``softmax_stochastic``: the head's softmax on ``z_T`` of one pass of the paper's stochastic
   sampler (seeded ``seed``; the run's own ``eval_deterministic`` is ignored);
@@ -242,12 +243,13 @@ class CalibrationReport:
                  f"passes, seed {self.seed}, {self.steps} sampler steps, {self.precision}, ECE over "
                  f"{self.bins} equal-width bins", ""]
         lines.append(f"  {'p(y | x)':<50} {'passes':>6} {'T':>8} {'acc':>7} {'ECE':>7} {'NLL':>7} "
-                     f"{'Brier':>7} {'conf':>7}")
+                     f"{'Brier':>7} {'conf':>7} {'AUROC':>7}")
         for r in self.rules:
             m = r.metrics
             t = f"{r.temperature:.3g}" if r.temperature is not None else "-"
+            auroc = f"{m.auroc:.4f}" if m.auroc is not None else "-"
             lines.append(f"  {r.description:<50} {r.passes:>6} {t:>8} {m.accuracy:>7.4f} {m.ece:>7.4f} "
-                         f"{m.nll:>7.4f} {m.brier:>7.4f} {m.mean_confidence:>7.4f}")
+                         f"{m.nll:>7.4f} {m.brier:>7.4f} {m.mean_confidence:>7.4f} {auroc:>7}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
