@@ -48,8 +48,9 @@ def test_the_passes_are_the_librarys_own_inference(dt_run) -> None:
     out = sampler_outputs(method, data.test_x, options, passes=3)
     assert torch.equal(out.stochastic, logits(method, data.test_x, options))
     assert torch.equal(out.noise_free, logits(method, data.test_x, options.replace(deterministic=True)))
-    third = logits(method, data.test_x, options.replace(seed=7)).argmax(-1)
-    assert out.passes.shape == (3, 64) and torch.equal(out.passes[2], third)
+    third = logits(method, data.test_x, options.replace(seed=7))
+    assert out.passes.shape == (3, 64, 4) and torch.equal(out.passes[2], third)
+    assert torch.equal(out.passes[0], out.stochastic)
     assert out.eq16_stochastic is not None and out.gaussian is not None
 
 
@@ -74,6 +75,7 @@ def test_every_rule_is_measured_on_the_odd_examples_and_deterministic_under_a_se
     saved = load_run(run_dir).saved.temperatures
     assert saved is not None and saved.fitted_on == "train" and saved.examples == 128
     assert rows["saved_t"].temperature == saved.noise_free
+    assert rows["saved_t_passes"].temperature == saved.stochastic and rows["saved_t_passes"].passes == 3
     a.seconds = b.seconds = 0.0
     assert a.to_dict() == b.to_dict()
     c = calibration_report(run_dir, data=data, passes=3, seed=3, train_samples=0)

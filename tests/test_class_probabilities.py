@@ -60,6 +60,19 @@ def test_predict_proba_is_the_noise_free_softmax_at_the_temperature_fitted_on_va
     assert torch.allclose(stochastic, (clf.predict_logits(data.test_x) / t.stochastic).softmax(-1))
 
 
+def test_several_passes_average_the_stochastic_passes_at_their_temperature(fitted, tmp_path, capsys) -> None:
+    clf, data, _, run_dir = fitted
+    mean = clf.predict_proba(data.test_x, passes=3)
+    assert torch.allclose(mean.sum(-1), torch.ones(80))
+    assert not torch.allclose(mean, clf.predict_proba(data.test_x, deterministic=False))
+    with pytest.raises(ValueError, match="stochastic sampler"):
+        clf.predict_proba(data.test_x, passes=3, deterministic=True)
+    np.save(tmp_path / "x.npy", data.test_x.numpy())
+    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--stochastic", "3"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["probability"] for r in rows] == [f"{p:.4f}" for p in mean.max(-1).values]
+
+
 def test_the_temperatures_are_saved_with_the_run_and_exported(fitted, tmp_path) -> None:
     clf, data, _, run_dir = fitted
     assert load_run(run_dir).temperatures == clf.temperatures

@@ -195,20 +195,24 @@ class Classifier:
         numpy in, numpy out; a tensor otherwise."""
         return _like(x, self._logits(x, batch_size, sampler))
 
-    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
+    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, passes: int = 1,
+                      **sampler: Any) -> Tensor | np.ndarray:
         """Class probabilities ``(N, C)``, rows summing to 1, meant to be calibrated (of the inputs
         given 0.8, about 80 % right): ``softmax(logits / T)`` of the **noise-free** sampler's pass,
         with the temperature ``T = self.temperatures.noise_free`` fitted after training on the
-        validation data (``noprop train`` runs: on training examples). The best calibrated of the
-        ways measured in docs/calibration.md; the head's plain softmax is not calibrated at all.
+        validation data (``noprop train`` runs: on training examples). Of the ways measured in
+        docs/calibration.md it is the best calibrated at the cost of one pass; the head's plain
+        softmax is not calibrated at all. A model saved before temperatures were fitted uses ``T = 1``.
 
-        Their argmax is the noise-free sampler's class, which can differ from :meth:`predict`'s (the
-        paper's stochastic sampler, whose accuracy the trainer reports): the stochastic pass draws a
-        class near a decision boundary. ``deterministic=False`` gives that pass's probabilities
-        instead (its own fitted ``T``), whose argmax is :meth:`predict`. A model saved before
-        temperatures were fitted uses ``T = 1``."""
-        options = self._options(batch_size, {"deterministic": True, **sampler})
-        return _like(x, class_probabilities(self._model(), self._prepare(x), options, self.temperatures))
+        Their argmax is the noise-free sampler's class, which can differ from :meth:`predict`'s
+        (one pass of the paper's stochastic sampler, whose accuracy the trainer reports): that pass
+        draws a class near a decision boundary. ``deterministic=False`` gives the stochastic pass's
+        probabilities instead (at its own fitted ``T``), whose argmax is :meth:`predict`.
+        ``passes`` > 1: the mean of that many stochastic passes' probabilities, which ranks wrong
+        answers below right ones better (docs/calibration.md) at ``passes`` times the cost."""
+        options = self._options(batch_size, {"deterministic": passes == 1, **sampler})
+        return _like(x, class_probabilities(self._model(), self._prepare(x), options, self.temperatures,
+                                            passes=passes))
 
     def predict(self, x: ArrayLike, **sampler: Any) -> Tensor | np.ndarray:
         """Predicted class indices ``(N,)``: one pass of the paper's stochastic sampler, seeded (the

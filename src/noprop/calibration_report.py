@@ -15,13 +15,17 @@ diagram). The ways (:data:`RULES`):
   ``p_c = (n_c + 1 / C) / (k + 1)``, so that no class has probability 0; the predicted class is
   the most frequent (ties: the lowest index, as ``noprop evaluate --runs``' vote);
 * ``mean_softmax``: the mean of the head's softmax over the same ``k`` passes;
+* ``mean_softmax_t_*``: that mean sharpened or flattened by a temperature fitted like the others,
+  ``p ∝ (mean_k softmax)^(1 / T)`` (a temperature on its log, which is the usual one for k = 1);
 * ``*_t_heldout`` / ``*_t_train``: the two softmaxes with a temperature fitted (NLL, golden
   section, :func:`noprop.calibration.fit_temperature`) on the held-out half of the test examples,
   or on training examples (the draw ``noprop train`` fits on when ``train_samples`` is its 2000);
 * ``saved_t``: the noise-free softmax at the temperature saved with the run, the default of
   ``Classifier.predict_proba`` and ``noprop predict`` (fitted after training, on training examples
   for ``noprop train`` runs, on the validation split for ``Classifier.fit``); absent for runs saved
-  before temperatures were;
+  before temperatures were; ``saved_t_passes``: the mean of the ``k`` passes' softmaxes, each at
+  the run's saved temperature of one stochastic pass (``noprop predict --stochastic k``,
+  ``predict_proba(x, passes=k)``);
 * ``posterior_eq16_*``: the paper's posterior parameterisation (Eqs. 15-16) on the two samplers'
   ``z_T``: ``y~ = softmax(f(z_T)) W_embed`` and ``p(y | z_T) ∝ exp(-|y~ - u_y|^2 / 2 sigma^2)``.
   The paper gives no ``sigma``; ``sigma^2`` is fitted here as the temperature of the logits
@@ -64,9 +68,21 @@ from torch import Tensor
 
 from noprop.analysis import ANALYZABLE, ChainView, cached_image_features
 from noprop.atomic import atomic_write_json
-from noprop.calibration import DEFAULT_BINS, CalibrationMetrics, calibration_metrics, fit_temperature
+from noprop.calibration import (
+    DEFAULT_BINS,
+    TINY,
+    CalibrationMetrics,
+    calibration_metrics,
+    fit_temperature,
+)
 from noprop.data import ClassificationData, DataError, load_dataset
-from noprop.inference import TEMPERATURE_EXAMPLES, InferenceOptions, infer, temperature_examples
+from noprop.inference import (
+    TEMPERATURE_EXAMPLES,
+    InferenceOptions,
+    Temperatures,
+    infer,
+    temperature_examples,
+)
 from noprop.methods.base import Method
 from noprop.saved_run import LoadedRun, load_run
 
@@ -83,11 +99,14 @@ RULES: dict[str, str] = {
     "softmax_noise_free": "head softmax, noise-free pass",
     "frequency": "class frequency over k stochastic passes",
     "mean_softmax": "mean head softmax over k stochastic passes",
+    "mean_softmax_t_heldout": "mean softmax over k passes, T fitted on held-out",
+    "mean_softmax_t_train": "mean softmax over k passes, T fitted on training",
     "softmax_stochastic_t_heldout": "stochastic softmax, T fitted on held-out half",
     "softmax_noise_free_t_heldout": "noise-free softmax, T fitted on held-out half",
     "softmax_stochastic_t_train": "stochastic softmax, T fitted on training examples",
     "softmax_noise_free_t_train": "noise-free softmax, T fitted on training examples",
     "saved_t": "noise-free softmax, the run's saved T (default)",
+    "saved_t_passes": "mean softmax over k passes, the run's saved T",
     "posterior_eq16_stochastic": "Eq. 16 posterior, stochastic z_T, sigma fitted",
     "posterior_eq16_noise_free": "Eq. 16 posterior, noise-free z_T, sigma fitted",
     "gaussian_z_T": "Gaussian q(z_T | y) posterior, stochastic z_T",
@@ -115,10 +134,13 @@ class SamplerOutputs:
     eq16_noise_free: Tensor | None
     #: ``log q(z_T | y = c)`` up to a constant, on the stochastic z_T
     gaussian: Tensor | None
-    #: the predicted class of each of the k stochastic passes ``(k, N)``; pass 0 is ``stochastic``'s
+    #: the logits of each of the k stochastic passes ``(k, N, C)``; pass 0 is ``stochastic``
     passes: Tensor
-    #: the mean over those passes of the head's softmax
-    mean_softmax: Tensor
+
+    @property
+    def mean_softmax(self) -> Tensor:
+        """The mean over the k passes of the head's softmax (float64)."""
+        return self.passes.double().softmax(-1).mean(0)
 
 
 def eq16_logits(view: ChainView, z: Tensor) -> Tensor | None:
@@ -169,8 +191,7 @@ def sampler_outputs(method: Method, x: Tensor, options: InferenceOptions, passes
     return SamplerOutputs(
         stochastic=stochastic, noise_free=joined(clean, 0),  # type: ignore[arg-type]
         eq16_stochastic=joined(first, 1), eq16_noise_free=joined(clean, 1), gaussian=joined(first, 2),
-        passes=torch.stack([lg.argmax(-1) for lg in every]),  # type: ignore[union-attr]
-        mean_softmax=torch.stack([lg.softmax(-1) for lg in every]).mean(0))  # type: ignore[union-attr]
+        passes=torch.stack(every))  # type: ignore[arg-type]
 
 
 def class_frequencies(predictions: Tensor, classes: int) -> Tensor:
@@ -296,16 +317,16 @@ def calibration_report(run: str | Path | LoadedRun, *, data: ClassificationData 
         out = sampler_outputs(method, x, options, passes)
         train = None
         if m > 0:
-            say(f"{m} training examples: one stochastic pass and the noise-free one")
+            say(f"{m} training examples: {passes} stochastic passes and the noise-free one")
             pick = temperature_examples(len(data.train_x), config.seed, m)
-            train = (sampler_outputs(method, data.train_x[pick].to(device), options, 1), data.train_y[pick])
+            train = (sampler_outputs(method, data.train_x[pick].to(device), options, passes),
+                     data.train_y[pick])
     fit, rep = slice(0, n, 2), slice(1, n, 2)
     saved = loaded.saved.temperatures
-    rules = _measure(out, y, fit, rep, train, passes, method.spec.num_classes, bins,
-                     None if saved is None else saved.noise_free)
+    rules = _measure(out, y, fit, rep, train, passes, method.spec.num_classes, bins, saved)
     notes = []
     if saved is None:
-        notes.append("the run has no saved temperature (saved before they were fitted): no saved_t row")
+        notes.append("the run has no saved temperature (saved before they were fitted): no saved_t rows")
     else:
         notes.append(f"saved_t: T fitted after training on {saved.examples} {saved.fitted_on} examples"
                      + (f" ({'; '.join(saved.notes)})" if saved.notes else ""))
@@ -326,7 +347,7 @@ def calibration_report(run: str | Path | LoadedRun, *, data: ClassificationData 
 
 def _measure(out: SamplerOutputs, y: Tensor, fit: slice, rep: slice,
              train: tuple[SamplerOutputs, Tensor] | None, passes: int, classes: int,
-             bins: int, saved_t: float | None) -> list[RuleResult]:
+             bins: int, saved: Temperatures | None) -> list[RuleResult]:
     """Each rule's metrics on the ``rep`` examples, temperatures fitted on ``fit`` (or ``train``)."""
     results: list[RuleResult] = []
 
@@ -341,22 +362,29 @@ def _measure(out: SamplerOutputs, y: Tensor, fit: slice, rep: slice,
 
     add("softmax_stochastic", out.stochastic.double().softmax(-1), 1)
     add("softmax_noise_free", out.noise_free.double().softmax(-1), 1)
-    add("frequency", class_frequencies(out.passes, classes), passes)
+    add("frequency", class_frequencies(out.passes.argmax(-1), classes), passes)
     add("mean_softmax", out.mean_softmax.double(), passes)
+    log_mean = out.mean_softmax.double().clamp_min(TINY).log()
     fitted("softmax_stochastic_t_heldout", out.stochastic, out.stochastic[fit], y[fit], 1)
     fitted("softmax_noise_free_t_heldout", out.noise_free, out.noise_free[fit], y[fit], 1)
+    fitted("mean_softmax_t_heldout", log_mean, log_mean[fit], y[fit], passes)
     if train is not None:
         t_out, ty = train
         fitted("softmax_stochastic_t_train", out.stochastic, t_out.stochastic, ty, 1)
         fitted("softmax_noise_free_t_train", out.noise_free, t_out.noise_free, ty, 1)
-    if saved_t is not None:
-        add("saved_t", (out.noise_free.double() / saved_t).softmax(-1), 1, saved_t)
+        train_log_mean = t_out.mean_softmax.double().clamp_min(TINY).log()
+        fitted("mean_softmax_t_train", log_mean, train_log_mean, ty, passes)
+    if saved is not None:
+        add("saved_t", (out.noise_free.double() / saved.noise_free).softmax(-1), 1, saved.noise_free)
+        add("saved_t_passes", (out.passes.double() / saved.stochastic).softmax(-1).mean(0), passes,
+            saved.stochastic)
     if out.eq16_stochastic is not None and out.eq16_noise_free is not None:
         fitted("posterior_eq16_stochastic", out.eq16_stochastic, out.eq16_stochastic[fit], y[fit], 1)
         fitted("posterior_eq16_noise_free", out.eq16_noise_free, out.eq16_noise_free[fit], y[fit], 1)
     if out.gaussian is not None:
         add("gaussian_z_T", out.gaussian.double().softmax(-1), 1)
-    return results
+    order = list(RULES)
+    return sorted(results, key=lambda r: order.index(r.name))
 
 
 # -- the figure -----------------------------------------------------------------------------------

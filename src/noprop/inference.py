@@ -244,7 +244,20 @@ def fit_temperatures(method: Method, x: Tensor, y: Tensor, options: InferenceOpt
 
 
 def class_probabilities(method: Method, x: Tensor, options: InferenceOptions,
-                        temperatures: Temperatures = Temperatures()) -> Tensor:
-    """``softmax(logits / T)`` ``(N, C)`` of one pass, ``T`` that of the pass's kind (float32, CPU):
-    its argmax is the pass's predicted class."""
-    return (logits(method, x, options) / temperatures.of(options.deterministic)).softmax(-1)
+                        temperatures: Temperatures = Temperatures(), passes: int = 1) -> Tensor:
+    """``softmax(logits / T)`` ``(N, C)`` of one pass, ``T`` that of the pass's kind (float32, CPU;
+    its argmax is the pass's class); with ``passes`` > 1, the mean of that many passes of the
+    stochastic sampler, drawn one after another from the pass's generator."""
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if passes > 1 and options.deterministic:
+        raise ValueError("several passes need the stochastic sampler: the noise-free one gives the same "
+                         "answer every pass")
+    t = temperatures.of(options.deterministic)
+
+    def per_batch(xb: Tensor, generator: torch.Generator) -> Tensor:  # softmax in fp32 under bf16
+        probs = [(method.predict_logits(xb, generator=generator, **options.sampler()).float() / t).softmax(-1)
+                 for _ in range(passes)]
+        return (probs[0] if passes == 1 else torch.stack(probs).mean(0)).cpu()
+
+    return torch.cat(infer(method, x, options, per_batch))

@@ -44,7 +44,7 @@ from noprop.data.user import (
     images_from_array,
     read_image_files,
 )
-from noprop.inference import InferenceOptions, infer
+from noprop.inference import InferenceOptions, class_probabilities
 from noprop.saved_run import LoadedRun
 from noprop.spec import DataSpec
 
@@ -190,8 +190,8 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
             precision: str | None = None) -> tuple[list[Prediction], list[str]]:
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
     the class probabilities of that many passes of the stochastic sampler (seeded). Inference runs
-    at ``precision`` (default: the run's), so a test image gets the class the trainer scored.
-    Probabilities are ``softmax(logits / T)`` with the run's fitted temperatures (``run.temperatures``)."""
+    at ``precision`` (default: the run's). Probabilities are ``softmax(logits / T)`` with the run's
+    fitted temperatures (:func:`noprop.inference.class_probabilities`)."""
     info, spec = run.data_info, run.spec
     if spec.is_image:
         sources, groups = read_inputs(paths)
@@ -205,16 +205,8 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     method = run.method
     options = InferenceOptions.of_run(run.config, next(method.parameters()).device, steps=steps,
                                       deterministic=not stochastic, precision=run.precision(precision))
-
-    temperature = run.temperatures.of(options.deterministic)
-
-    def probabilities(xb: Tensor, generator: torch.Generator) -> Tensor:  # softmax in fp32 under bf16
-        # noise-free: the chain still starts from z_0 ~ N(0, I), seeded, so an answer never changes
-        passes = [(method.predict_logits(xb, generator=generator, **options.sampler()).float() / temperature)
-                  .softmax(-1) for _ in range(max(stochastic, 1))]
-        return (passes[0] if len(passes) == 1 else torch.stack(passes).mean(0)).cpu()
-
-    probs = torch.cat(infer(method, x, options, probabilities))
+    # noise-free: the chain still starts from z_0 ~ N(0, I), seeded, so an answer never changes
+    probs = class_probabilities(method, x, options, run.temperatures, passes=max(stochastic, 1))
     names = info.class_names
     best, labels = probs.max(-1)
     rows = [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))
