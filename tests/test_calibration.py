@@ -17,6 +17,7 @@ from noprop.calibration import (
     fit_temperature,
     negative_log_likelihood,
     reliability,
+    tempered_probabilities,
 )
 
 
@@ -93,3 +94,15 @@ def test_the_auroc_says_whether_the_confidence_ranks_wrong_answers_below_right_o
     assert confidence_auroc(flat, labels) == 0.5
     assert confidence_auroc(separating[:2], labels[:2]) is None  # all right: nothing to separate
     assert calibration_metrics(flat, labels).auroc == 0.5
+
+
+def test_the_temperature_of_several_passes_is_that_of_the_mean_of_their_softmaxes() -> None:
+    logits, labels = _calibrated(n=20_000, seed=2)
+    noisy = torch.stack([logits + torch.randn(logits.shape, generator=torch.Generator().manual_seed(k),
+                                              dtype=torch.float64) for k in range(3)])
+    fit = fit_temperature(noisy, labels)
+    mean = tempered_probabilities(noisy, fit.temperature)
+    assert torch.allclose(mean.sum(-1), torch.ones(20_000, dtype=torch.float64))
+    assert fit.nll_after == pytest.approx(negative_log_likelihood(mean, labels))
+    for other in (0.8 * fit.temperature, 1.25 * fit.temperature):
+        assert negative_log_likelihood(tempered_probabilities(noisy, other), labels) > fit.nll_after

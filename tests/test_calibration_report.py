@@ -74,8 +74,8 @@ def test_every_rule_is_measured_on_the_odd_examples_and_deterministic_under_a_se
     # the saved temperature is the trainer's fit on the same training draw at the same seed
     saved = load_run(run_dir).saved.temperatures
     assert saved is not None and saved.fitted_on == "train" and saved.examples == 128
-    assert rows["saved_t"].temperature == saved.noise_free
-    assert rows["saved_t_passes"].temperature == saved.stochastic and rows["saved_t_passes"].passes == 3
+    assert rows["saved_t"].temperature == saved.mean and rows["saved_t"].passes == 3
+    assert rows["saved_t_noise_free"].temperature == saved.noise_free
     a.seconds = b.seconds = 0.0
     assert a.to_dict() == b.to_dict()
     c = calibration_report(run_dir, data=data, passes=3, seed=3, train_samples=0)

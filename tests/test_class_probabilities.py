@@ -1,12 +1,13 @@
-"""The default class probabilities (docs/calibration.md): ``softmax(logits / T)`` of the noise-free
-sampler, ``T`` fitted after training (Classifier: on the validation split; noprop train: on training
-examples) and saved with the run; ``Classifier.predict_proba`` and ``noprop predict`` report it;
-runs saved before temperatures existed load with ``T = 1`` and a note."""
+"""The default class probabilities (docs/calibration.md): the mean over 10 stochastic passes of the
+head's softmax at a temperature fitted after training (Classifier: on the validation split; noprop
+train: on training examples) and saved with the run; ``Classifier.predict_proba`` and ``noprop
+predict`` report it; runs saved before temperatures existed load with ``T = 1`` and a note."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import warnings
 
 import numpy as np
@@ -15,9 +16,16 @@ import torch
 
 from helpers import make_blobs, write_npz
 from noprop import Classifier
-from noprop.calibration import fit_temperature
+from noprop.calibration import fit_temperature, tempered_probabilities
 from noprop.cli import main
-from noprop.inference import TEMPERATURE_EXAMPLES, Temperatures
+from noprop.data.base import standardise
+from noprop.inference import (
+    PROBABILITY_PASSES,
+    TEMPERATURE_EXAMPLES,
+    InferenceOptions,
+    Temperatures,
+    pass_logits,
+)
 from noprop.saved_run import SavedRun, load_run
 
 
@@ -43,34 +51,42 @@ def fitted(tmp_path_factory):
     return clf, data, val_y, run_dir
 
 
-def test_predict_proba_is_the_noise_free_softmax_at_the_temperature_fitted_on_validation(fitted) -> None:
+def _passes(clf, x, k):
+    """The k stochastic passes the trainer fitted on, on inputs prepared as predict_proba does."""
+    options = InferenceOptions.of_run(clf.config, torch.device("cpu"), steps=None)
+    return pass_logits(clf.model, standardise(x, clf.normalization), options, k)
+
+
+def test_predict_proba_is_the_mean_of_ten_passes_at_the_temperature_fitted_on_validation(fitted) -> None:
     clf, data, val_y, _ = fitted
     t = clf.temperatures
-    assert t.fitted_on == "validation" and t.examples == 80 and not t.notes
-    noise_free = clf.predict_logits(data.test_x, deterministic=True)
-    assert t.noise_free == pytest.approx(fit_temperature(noise_free, val_y).temperature, rel=1e-6)
-    assert t.noise_free != 1.0
+    assert t.fitted_on == "validation" and t.examples == 80 and t.passes == PROBABILITY_PASSES == 10
+    assert not t.notes and t.mean != 1.0
+    passes = _passes(clf, data.test_x, 10)
+    assert t.mean == pytest.approx(fit_temperature(passes, val_y).temperature, rel=1e-6)
     proba = clf.predict_proba(data.test_x)
     assert torch.allclose(proba.sum(-1), torch.ones(80))
-    assert torch.allclose(proba, (noise_free / t.noise_free).softmax(-1))
-    assert torch.equal(proba.argmax(-1), noise_free.argmax(-1))
-    # the stochastic pass's probabilities, at their own temperature, have predict() as argmax
-    stochastic = clf.predict_proba(data.test_x, deterministic=False)
-    assert torch.equal(stochastic.argmax(-1), clf.predict(data.test_x))
-    assert torch.allclose(stochastic, (clf.predict_logits(data.test_x) / t.stochastic).softmax(-1))
-
-
-def test_several_passes_average_the_stochastic_passes_at_their_temperature(fitted, tmp_path, capsys) -> None:
-    clf, data, _, run_dir = fitted
-    mean = clf.predict_proba(data.test_x, passes=3)
-    assert torch.allclose(mean.sum(-1), torch.ones(80))
-    assert not torch.allclose(mean, clf.predict_proba(data.test_x, deterministic=False))
+    assert torch.allclose(proba, tempered_probabilities(passes, t.mean).float())
+    # one pass: the stochastic pass predict() takes, at its own temperature, so its argmax is predict()
+    one = clf.predict_proba(data.test_x, passes=1)
+    assert torch.equal(one.argmax(-1), clf.predict(data.test_x))
+    assert torch.allclose(one, (clf.predict_logits(data.test_x) / t.stochastic).softmax(-1))
+    noise_free = (clf.predict_logits(data.test_x, deterministic=True) / t.noise_free).softmax(-1)
+    assert torch.allclose(clf.predict_proba(data.test_x, deterministic=True), noise_free)
     with pytest.raises(ValueError, match="stochastic sampler"):
         clf.predict_proba(data.test_x, passes=3, deterministic=True)
+
+
+def test_noprop_predict_reports_what_predict_proba_does(fitted, tmp_path, capsys) -> None:
+    clf, data, _, run_dir = fitted
     np.save(tmp_path / "x.npy", data.test_x.numpy())
-    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--stochastic", "3"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["probability"] for r in rows] == [f"{p:.4f}" for p in mean.max(-1).values]
+    for flags, proba in (([], clf.predict_proba(data.test_x)),
+                         (["--stochastic", "3"], clf.predict_proba(data.test_x, passes=3)),
+                         (["--stochastic", "0"], clf.predict_proba(data.test_x, deterministic=True))):
+        assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), *flags]) == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert [int(r["class_index"]) for r in rows] == proba.argmax(-1).tolist()
+        assert [r["probability"] for r in rows] == [f"{p:.4f}" for p in proba.max(-1).values]
 
 
 def test_the_temperatures_are_saved_with_the_run_and_exported(fitted, tmp_path) -> None:
@@ -83,23 +99,15 @@ def test_the_temperatures_are_saved_with_the_run_and_exported(fitted, tmp_path) 
     assert SavedRun.read(exported).temperatures == clf.temperatures
 
 
-def test_noprop_train_fits_on_training_examples_and_noprop_predict_reports_that_probability(tmp_path,
-                                                                                            capsys) -> None:
+def test_noprop_train_fits_on_a_draw_of_training_examples(tmp_path) -> None:
     data = make_blobs(64, 16, classes=3, seed=1)
     dataset = write_npz(tmp_path / "tiny.npz", data)
     run_dir = tmp_path / "run"
     assert main(["train", "--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16",
                  "--device", "cpu", "--precision", "fp32", "-q", "--run-dir", str(run_dir)]) == 0
-    run = load_run(run_dir)
-    t = run.saved.temperatures
+    t = load_run(run_dir).saved.temperatures
     assert t is not None and t.fitted_on == "train" and t.examples == min(64, TEMPERATURE_EXAMPLES)
-    np.save(tmp_path / "x.npy", data.test_x.numpy())
-    capsys.readouterr()
-    assert main(["predict", str(run_dir), str(tmp_path / "x.npy")]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    proba = Classifier.load(run_dir).predict_proba(data.test_x)
-    assert [int(r["class_index"]) for r in rows] == proba.argmax(-1).tolist()
-    assert [r["probability"] for r in rows] == [f"{p:.4f}" for p in proba.max(-1).values]
+    assert json.loads((run_dir / "results.json").read_text())["temperatures"] == t.to_dict()
 
 
 def test_a_checkpoint_without_temperatures_loads_with_t_1_and_a_note(fitted, tmp_path, capsys) -> None:
@@ -116,8 +124,8 @@ def test_a_checkpoint_without_temperatures_loads_with_t_1_and_a_note(fitted, tmp
         warnings.simplefilter("always")
         clf = Classifier.load(old)
     assert any("no fitted temperature" in str(w.message) for w in caught)
-    noise_free = clf.predict_logits(data.test_x, deterministic=True)
-    assert torch.allclose(clf.predict_proba(data.test_x), noise_free.softmax(-1))
+    expected = tempered_probabilities(_passes(clf, data.test_x, 10), 1.0).float()
+    assert torch.allclose(clf.predict_proba(data.test_x), expected)
     np.save(tmp_path / "x.npy", data.test_x[:3].numpy())
     assert main(["predict", str(old), str(tmp_path / "x.npy")]) == 0
     assert "no fitted temperature" in capsys.readouterr().err

@@ -39,7 +39,7 @@ from noprop.data.base import TEST_FRACTION, standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import check_training_range, images_from_array
 from noprop.encoders import unportable_encoder
-from noprop.inference import InferenceOptions, Temperatures, class_probabilities, logits
+from noprop.inference import InferenceOptions, Temperatures, class_probabilities, logits, probability_passes
 from noprop.methods import Method
 from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
 from noprop.saved_run import CHECKPOINT, load_run, write_config, write_results
@@ -195,24 +195,28 @@ class Classifier:
         numpy in, numpy out; a tensor otherwise."""
         return _like(x, self._logits(x, batch_size, sampler))
 
-    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, passes: int = 1,
+    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, passes: int | None = None,
                       **sampler: Any) -> Tensor | np.ndarray:
-        """Class probabilities ``(N, C)``, rows summing to 1, meant to be calibrated (of the inputs
-        given 0.8, about 80 % right): ``softmax(logits / T)`` of the **noise-free** sampler's pass,
-        with the temperature ``T = self.temperatures.noise_free`` fitted after training on the
-        validation data (``noprop train`` runs: on training examples). Of the ways measured in
-        docs/calibration.md it is the best calibrated at the cost of one pass; the head's plain
-        softmax is not calibrated at all. A model saved before temperatures were fitted uses ``T = 1``.
+        """Class probabilities ``(N, C)``, rows summing to 1, meant to mean what they say (of the
+        inputs given 0.8, about 80 % right, and the wrong answers given lower numbers than the
+        right ones): ``mean_k softmax(f(z_T^(k)) / T)``, the mean over ``passes`` passes of the
+        paper's stochastic sampler (default 10, ``noprop.inference.PROBABILITY_PASSES``; one for a
+        method whose prediction draws no noise) of the head's softmax at the temperature
+        ``T = self.temperatures.mean`` fitted after training on the validation data (``noprop
+        train`` runs: on training examples). It costs ``passes`` sampler passes;
+        docs/calibration.md measures it against every other reading. A model saved before
+        temperatures were fitted uses ``T = 1``.
 
-        Their argmax is the noise-free sampler's class, which can differ from :meth:`predict`'s
-        (one pass of the paper's stochastic sampler, whose accuracy the trainer reports): that pass
-        draws a class near a decision boundary. ``deterministic=False`` gives the stochastic pass's
-        probabilities instead (at its own fitted ``T``), whose argmax is :meth:`predict`.
-        ``passes`` > 1: the mean of that many stochastic passes' probabilities, which ranks wrong
-        answers below right ones better (docs/calibration.md) at ``passes`` times the cost."""
-        options = self._options(batch_size, {"deterministic": passes == 1, **sampler})
+        Its argmax can differ from :meth:`predict`'s class (one stochastic pass, the paper's and the
+        trainer's, which draws a class near a decision boundary); ``passes=1`` gives that one pass's
+        probabilities (at their own ``T``), whose argmax is :meth:`predict`. ``deterministic=True``
+        gives the noise-free pass's, at its own ``T``: one pass, calibrated on average, but close to
+        the same number for every input, right or wrong."""
+        deterministic = bool(sampler.get("deterministic", False))
+        count = probability_passes(self._model(), deterministic) if passes is None else passes
+        options = self._options(batch_size, {"deterministic": deterministic, **sampler})
         return _like(x, class_probabilities(self._model(), self._prepare(x), options, self.temperatures,
-                                            passes=passes))
+                                            passes=count))
 
     def predict(self, x: ArrayLike, **sampler: Any) -> Tensor | np.ndarray:
         """Predicted class indices ``(N,)``: one pass of the paper's stochastic sampler, seeded (the

@@ -20,7 +20,9 @@ Temperature scaling (Guo et al. 2017) divides the logits by one ``T > 0`` fitted
 examples by minimising their NLL. The NLL is convex in ``1 / T`` (a log-sum-exp of functions linear
 in it), so it has one minimum along ``log T`` too, found here by a golden-section search on
 ``log T`` in ``[-5, 5]`` (``T`` from 0.0067 to 148; a fit at an end means the held-out examples
-wanted a more extreme temperature, e.g. all of them right). Usage::
+wanted a more extreme temperature, e.g. all of them right). Logits of ``k`` passes ``(k, N, C)``
+are fitted as the mean of their softmaxes, ``p = mean_k softmax(logits_k / T)``; that NLL need not
+be convex, and the search finds a minimum (one, on every run measured). Usage::
 
     from noprop.calibration import calibration_metrics, fit_temperature
     t = fit_temperature(val_logits, val_y).temperature
@@ -166,16 +168,27 @@ def calibration_metrics(probabilities: Tensor, labels: Tensor, bins: int = DEFAU
         auroc=confidence_auroc(probabilities, labels), reliability=r)
 
 
+def tempered_probabilities(logits: Tensor, temperature: float) -> Tensor:
+    """``softmax(logits / T)`` of logits ``(N, C)``, or the mean over passes of logits ``(k, N, C)``."""
+    p = (logits / temperature).softmax(-1)
+    return p.mean(0) if logits.dim() == 3 else p
+
+
 def temperature_nll(logits: Tensor, labels: Tensor, temperature: float) -> float:
-    """The NLL of ``softmax(logits / temperature)`` (float64)."""
-    z = logits.double() / temperature
-    return float(torch.nn.functional.cross_entropy(z, labels.to(z.device)))
+    """The NLL of :func:`tempered_probabilities` (float64)."""
+    z = logits.double()
+    y = labels.to(z.device)
+    if z.dim() == 2:
+        return float(torch.nn.functional.cross_entropy(z / temperature, y))
+    p_true = tempered_probabilities(z, temperature).gather(1, y.view(-1, 1)).squeeze(1)
+    return float(-p_true.clamp_min(TINY).log().mean())
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, *, tolerance: float = 1e-4) -> TemperatureFit:
-    """The ``T`` minimising the NLL of ``softmax(logits / T)`` on these (held-out) examples: golden-
-    section search on ``log T`` in :data:`LOG_T_RANGE`, to ``tolerance`` in ``log T``."""
-    _check(logits, labels)
+    """The ``T`` minimising the NLL of :func:`tempered_probabilities` of ``logits`` ``(N, C)`` (or
+    ``(k, N, C)``: ``k`` passes) on these (held-out) examples: golden-section search on ``log T``
+    in :data:`LOG_T_RANGE`, to ``tolerance`` in ``log T``."""
+    _check(logits if logits.dim() == 2 else logits[0], labels)
     z, y = logits.double(), labels.long()
 
     def nll(log_t: float) -> float:

@@ -15,17 +15,17 @@ diagram). The ways (:data:`RULES`):
   ``p_c = (n_c + 1 / C) / (k + 1)``, so that no class has probability 0; the predicted class is
   the most frequent (ties: the lowest index, as ``noprop evaluate --runs``' vote);
 * ``mean_softmax``: the mean of the head's softmax over the same ``k`` passes;
-* ``mean_softmax_t_*``: that mean sharpened or flattened by a temperature fitted like the others,
-  ``p ∝ (mean_k softmax)^(1 / T)`` (a temperature on its log, which is the usual one for k = 1);
+* ``mean_softmax_t_*``: the mean of the ``k`` passes' softmaxes at one temperature fitted like
+  the others, ``p = mean_k softmax(logits_k / T)``: a Monte Carlo estimate of the model's own
+  ``p(y | x) = E[p(y | z_T)]`` (paper Eq. 1) with the head tempered;
 * ``*_t_heldout`` / ``*_t_train``: the two softmaxes with a temperature fitted (NLL, golden
   section, :func:`noprop.calibration.fit_temperature`) on the held-out half of the test examples,
   or on training examples (the draw ``noprop train`` fits on when ``train_samples`` is its 2000);
-* ``saved_t``: the noise-free softmax at the temperature saved with the run, the default of
+* ``saved_t``: that mean at the temperature saved with the run, the default of
   ``Classifier.predict_proba`` and ``noprop predict`` (fitted after training, on training examples
-  for ``noprop train`` runs, on the validation split for ``Classifier.fit``); absent for runs saved
-  before temperatures were; ``saved_t_passes``: the mean of the ``k`` passes' softmaxes, each at
-  the run's saved temperature of one stochastic pass (``noprop predict --stochastic k``,
-  ``predict_proba(x, passes=k)``);
+  for ``noprop train`` runs, on the validation split for ``Classifier.fit``); ``saved_t_noise_free``:
+  the noise-free softmax at its saved temperature (``noprop predict --stochastic 0``); both absent
+  for runs saved before temperatures were;
 * ``posterior_eq16_*``: the paper's posterior parameterisation (Eqs. 15-16) on the two samplers'
   ``z_T``: ``y~ = softmax(f(z_T)) W_embed`` and ``p(y | z_T) ∝ exp(-|y~ - u_y|^2 / 2 sigma^2)``.
   The paper gives no ``sigma``; ``sigma^2`` is fitted here as the temperature of the logits
@@ -70,10 +70,10 @@ from noprop.analysis import ANALYZABLE, ChainView, cached_image_features
 from noprop.atomic import atomic_write_json
 from noprop.calibration import (
     DEFAULT_BINS,
-    TINY,
     CalibrationMetrics,
     calibration_metrics,
     fit_temperature,
+    tempered_probabilities,
 )
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.inference import (
@@ -105,8 +105,8 @@ RULES: dict[str, str] = {
     "softmax_noise_free_t_heldout": "noise-free softmax, T fitted on held-out half",
     "softmax_stochastic_t_train": "stochastic softmax, T fitted on training examples",
     "softmax_noise_free_t_train": "noise-free softmax, T fitted on training examples",
-    "saved_t": "noise-free softmax, the run's saved T (default)",
-    "saved_t_passes": "mean softmax over k passes, the run's saved T",
+    "saved_t": "mean softmax over k passes, saved T (default)",
+    "saved_t_noise_free": "noise-free softmax, the run's saved T",
     "posterior_eq16_stochastic": "Eq. 16 posterior, stochastic z_T, sigma fitted",
     "posterior_eq16_noise_free": "Eq. 16 posterior, noise-free z_T, sigma fitted",
     "gaussian_z_T": "Gaussian q(z_T | y) posterior, stochastic z_T",
@@ -328,8 +328,8 @@ def calibration_report(run: str | Path | LoadedRun, *, data: ClassificationData 
     if saved is None:
         notes.append("the run has no saved temperature (saved before they were fitted): no saved_t rows")
     else:
-        notes.append(f"saved_t: T fitted after training on {saved.examples} {saved.fitted_on} examples"
-                     + (f" ({'; '.join(saved.notes)})" if saved.notes else ""))
+        notes.append(f"saved_t: T fitted after training on {saved.examples} {saved.fitted_on} examples, for "
+                     f"{saved.passes} passes" + (f" ({'; '.join(saved.notes)})" if saved.notes else ""))
     if config.method == "fm":
         notes.append("FM's sampler is an ODE: its noise-free pass is its stochastic pass (same z_0)")
         if out.eq16_stochastic is None:
@@ -357,27 +357,26 @@ def _measure(out: SamplerOutputs, y: Tensor, fit: slice, rep: slice,
                                   calibration_metrics(probs[rep], y[rep], bins), at_bound))
 
     def fitted(name: str, logits: Tensor, fit_logits: Tensor, fit_y: Tensor, cost: int) -> None:
-        t = fit_temperature(fit_logits, fit_y)
-        add(name, (logits.double() / t.temperature).softmax(-1), cost, t.temperature, t.at_bound)
+        t = fit_temperature(fit_logits, fit_y)  # (k, N, C): the mean of k passes' softmaxes
+        add(name, tempered_probabilities(logits.double(), t.temperature), cost, t.temperature, t.at_bound)
 
     add("softmax_stochastic", out.stochastic.double().softmax(-1), 1)
     add("softmax_noise_free", out.noise_free.double().softmax(-1), 1)
     add("frequency", class_frequencies(out.passes.argmax(-1), classes), passes)
     add("mean_softmax", out.mean_softmax.double(), passes)
-    log_mean = out.mean_softmax.double().clamp_min(TINY).log()
     fitted("softmax_stochastic_t_heldout", out.stochastic, out.stochastic[fit], y[fit], 1)
     fitted("softmax_noise_free_t_heldout", out.noise_free, out.noise_free[fit], y[fit], 1)
-    fitted("mean_softmax_t_heldout", log_mean, log_mean[fit], y[fit], passes)
+    fitted("mean_softmax_t_heldout", out.passes, out.passes[:, fit], y[fit], passes)
     if train is not None:
         t_out, ty = train
         fitted("softmax_stochastic_t_train", out.stochastic, t_out.stochastic, ty, 1)
         fitted("softmax_noise_free_t_train", out.noise_free, t_out.noise_free, ty, 1)
-        train_log_mean = t_out.mean_softmax.double().clamp_min(TINY).log()
-        fitted("mean_softmax_t_train", log_mean, train_log_mean, ty, passes)
+        fitted("mean_softmax_t_train", out.passes, t_out.passes, ty, passes)
     if saved is not None:
-        add("saved_t", (out.noise_free.double() / saved.noise_free).softmax(-1), 1, saved.noise_free)
-        add("saved_t_passes", (out.passes.double() / saved.stochastic).softmax(-1).mean(0), passes,
-            saved.stochastic)
+        t_mean = saved.of(deterministic=False, passes=passes)
+        add("saved_t", tempered_probabilities(out.passes.double(), t_mean), passes, t_mean)
+        t_free = saved.noise_free
+        add("saved_t_noise_free", (out.noise_free.double() / t_free).softmax(-1), 1, t_free)
     if out.eq16_stochastic is not None and out.eq16_noise_free is not None:
         fitted("posterior_eq16_stochastic", out.eq16_stochastic, out.eq16_stochastic[fit], y[fit], 1)
         fitted("posterior_eq16_noise_free", out.eq16_noise_free, out.eq16_noise_free[fit], y[fit], 1)
