@@ -14,7 +14,7 @@ PACKAGE = Path(noprop.__file__).parent
 FLOORS: dict[str, int] = {
     # ground: pure maths and process-wide utilities, no model, no run
     "_version": 0, "settings": 0, "spec": 0, "schedules": 0, "sampler": 0, "flow": 0, "embeddings": 0,
-    "device": 0, "atomic": 0, "random_state": 0, "lr_schedule": 0,
+    "device": 0, "atomic": 0, "random_state": 0, "lr_schedule": 0, "calibration": 0,
     # networks
     "dropout": 1, "encoders": 1, "blocks": 2,
     # methods
@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     # what users call
     "inference": 5, "saved_run": 5, "export": 5,
     "predict": 8, "api": 8, "bench": 8, "locality": 8, "reproduce": 8, "plot": 8, "analysis": 8,
+    "calibration_report": 8,
     "commands": 9, "cli": 10,
     "__init__": 11, "__main__": 11,
 }

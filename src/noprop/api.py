@@ -4,7 +4,8 @@
     >>> clf = Classifier(method="dt", epochs=5)             # any RunConfig field
     >>> clf.fit(x_train, y_train, validation=(x_test, y_test), verbose=True)  # the CLI's epoch lines
     >>> clf.validation_score_, clf.history_                   # last epoch's accuracy, metrics rows
-    >>> clf.predict(x_test)                                   # class indices
+    >>> clf.predict(x_test)                                   # class indices (the paper's sampler)
+    >>> clf.predict_proba(x_test)                             # calibrated p(y | x) (docs/calibration.md)
     >>> clf.score(x_test, y_test)                             # accuracy in [0, 1]
     >>> Classifier(method="dt", encoder=MyNet)                # your nn.Module factory per block
     >>> Classifier(method="fm")      # tables: encoder "auto" is an MLP on feature vectors
@@ -38,7 +39,7 @@ from noprop.data.base import TEST_FRACTION, standardise
 from noprop.data.tabular import feature_statistics, features_from_array
 from noprop.data.user import check_training_range, images_from_array
 from noprop.encoders import unportable_encoder
-from noprop.inference import InferenceOptions, logits
+from noprop.inference import InferenceOptions, Temperatures, class_probabilities, logits, probability_passes
 from noprop.methods import Method
 from noprop.run import clear_run_files, prepare_run_dir, run_dir_lock, train_run
 from noprop.saved_run import CHECKPOINT, load_run, write_config, write_results
@@ -108,6 +109,8 @@ class Classifier:
         self.normalization: Normalization | None = None
         self.spec: DataSpec | None = None
         self._trainer: Trainer | None = None
+        #: The temperatures of :meth:`predict_proba`, fitted on the validation data after training.
+        self.temperatures: Temperatures = Temperatures()
         self.validation_score_: float | None = None
         self.history_: list[dict[str, Any]] = []
 
@@ -154,8 +157,10 @@ class Classifier:
         config = self.config.replace(dataset="user", log_epochs=verbose, progress=verbose)
         if self.run_dir is not None:
             self._warn_unportable()
-        trainer, self.results = train_run(config, self.run_dir, data=data, overwrite=self.overwrite)
+        trainer, self.results = train_run(config, self.run_dir, data=data, overwrite=self.overwrite,
+                                          fit_temperature_on="validation")
         self._trainer, self.model = trainer, trainer.method.eval()
+        self.temperatures = trainer.temperatures or Temperatures()
         self.validation_score_ = float(self.results["test_accuracy"])
         self.history_ = [dict(row) for row in trainer.metrics.rows]
         self.normalization, self.spec = stats, data.spec
@@ -177,24 +182,45 @@ class Classifier:
             check_training_range(inputs, self.normalization, "inputs")
         return standardise(inputs, self.normalization)
 
-    def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
-        model = self._model()
+    def _options(self, batch_size: int, sampler: dict[str, Any]) -> InferenceOptions:
         # the run's precision and noise seed, so that score() gives back the trainer's evaluation
-        options = InferenceOptions.of_run(self.config, next(model.parameters()).device, steps=None,
-                                          deterministic=False, batch_size=batch_size).replace(**sampler)
-        return logits(model, self._prepare(x), options)
+        return InferenceOptions.of_run(self.config, next(self._model().parameters()).device, steps=None,
+                                       deterministic=False, batch_size=batch_size).replace(**sampler)
+
+    def _logits(self, x: ArrayLike, batch_size: int, sampler: dict[str, Any]) -> Tensor:
+        return logits(self._model(), self._prepare(x), self._options(batch_size, sampler))
 
     def predict_logits(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
         """Class scores ``(N, C)``; ``sampler`` passes ``steps``/``deterministic`` to the method.
         numpy in, numpy out; a tensor otherwise."""
         return _like(x, self._logits(x, batch_size, sampler))
 
-    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, **sampler: Any) -> Tensor | np.ndarray:
-        """Class probabilities ``(N, C)``: the softmax of :meth:`predict_logits`."""
-        return _like(x, self._logits(x, batch_size, sampler).softmax(-1))
+    def predict_proba(self, x: ArrayLike, *, batch_size: int = 1000, passes: int | None = None,
+                      **sampler: Any) -> Tensor | np.ndarray:
+        """Class probabilities ``(N, C)``, rows summing to 1, meant to mean what they say (of the
+        inputs given 0.8, about 80 % right, and the wrong answers given lower numbers than the
+        right ones): ``mean_k softmax(f(z_T^(k)) / T)``, the mean over ``passes`` passes of the
+        paper's stochastic sampler (default 10, ``noprop.inference.PROBABILITY_PASSES``; one for a
+        method whose prediction draws no noise) of the head's softmax at the temperature
+        ``T = self.temperatures.mean`` fitted after training on the validation data (``noprop
+        train`` runs: on training examples). It costs ``passes`` sampler passes;
+        docs/calibration.md measures it against every other reading. A model saved before
+        temperatures were fitted uses ``T = 1``.
+
+        Its argmax can differ from :meth:`predict`'s class (one stochastic pass, the paper's and the
+        trainer's, which draws a class near a decision boundary); ``passes=1`` gives that one pass's
+        probabilities (at their own ``T``), whose argmax is :meth:`predict`. ``deterministic=True``
+        gives the noise-free pass's, at its own ``T``: one pass, calibrated on average, but close to
+        the same number for every input, right or wrong."""
+        deterministic = bool(sampler.get("deterministic", False))
+        count = probability_passes(self._model(), deterministic) if passes is None else passes
+        options = self._options(batch_size, {"deterministic": deterministic, **sampler})
+        return _like(x, class_probabilities(self._model(), self._prepare(x), options, self.temperatures,
+                                            passes=count))
 
     def predict(self, x: ArrayLike, **sampler: Any) -> Tensor | np.ndarray:
-        """Predicted class indices ``(N,)``."""
+        """Predicted class indices ``(N,)``: one pass of the paper's stochastic sampler, seeded (the
+        pass :meth:`score` and the trainer's evaluation score)."""
         return _like(x, self._logits(x, 1000, sampler).argmax(-1))
 
     def score(self, x: ArrayLike, y: ArrayLike, **sampler: Any) -> float:
@@ -233,6 +259,9 @@ class Classifier:
         clf.overwrite, clf._trainer = False, None
         clf.validation_score_, clf.history_ = None, []
         clf.spec, clf.normalization = run.spec, run.data_info.statistics
+        clf.temperatures = run.temperatures
+        if run.temperature_note is not None:
+            warnings.warn(f"{path}: {run.temperature_note}", UserWarning, stacklevel=2)
         return clf
 
 

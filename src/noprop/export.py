@@ -23,7 +23,7 @@ from noprop.atomic import atomic_write_bytes
 SUFFIX = ".safetensors"
 FORMAT = "noprop-model/1"
 #: The checkpoint entries an exported model keeps (JSON in the metadata), besides the weights.
-META_KEYS = ("config", "spec", "data_info", "noprop_version")
+META_KEYS = ("config", "spec", "data_info", "noprop_version", "temperatures")
 
 
 class ExportError(ValueError):

@@ -15,6 +15,18 @@ mode of the sampled class (:func:`inference_runs`)::
 
     accuracy_k = mean_i [pred_k(x_i) == y_i]                      (run k, seed + k)
     vote(x_i)  = argmax_c #{k : pred_k(x_i) == c}                  (ties: lowest class index)
+
+Class probabilities (:func:`class_probabilities`, what ``Classifier.predict_proba`` and ``noprop
+predict`` report) are by default the mean over ``PROBABILITY_PASSES`` passes of the stochastic
+sampler of the head's softmax at a temperature fitted when the model was trained
+(:func:`fit_temperatures`, :class:`Temperatures`)::
+
+    p(y | x) = mean_k softmax(f(z_T^(k)) / T)      z_T^(k): pass k of the Eq. 3 sampler
+
+a Monte Carlo estimate of the model's own ``p(y | x) = E[p(y | z_T)]`` (paper Eq. 1) with the head
+tempered: the head's own softmax is far from calibrated (a NoProp-DT digits model puts 0.88 on
+every image, a CIFAR-10 one 0.997), and the noise-free pass, calibrated by a temperature, still
+gives every input nearly the same number, right or wrong (docs/calibration.md measures each).
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from noprop.calibration import fit_temperature, tempered_probabilities
 from noprop.config import RunConfig
 from noprop.data.base import batch_bounds
 from noprop.device import inference_numerics, resolve_precision
@@ -168,3 +181,121 @@ def inference_runs(method: Method, x: Tensor, y: Tensor, runs: int,
         accuracies.append((pred == y).double().mean().item())
     vote = (votes.argmax(-1) == y).double().mean().item()
     return InferenceRuns(accuracies=accuracies, vote_accuracy=vote)
+
+
+# -- class probabilities ----------------------------------------------------------------------------
+
+#: Training examples a run's temperatures are fitted on when it has no validation split (at most).
+TEMPERATURE_EXAMPLES = 2000
+#: Stochastic passes whose mean is the default class probability.
+PROBABILITY_PASSES = 10
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """The temperature ``T`` of each way of reading class probabilities off the sampler, fitted on
+    held-out (or training) examples when the model was trained (NLL, :func:`fit_temperatures`);
+    ``T = 1`` where none was fitted::
+
+        default      p(y | x) = mean_k softmax(logits_k / T_mean)     k stochastic passes
+        one pass     p(y | x) = softmax(logits / T_stochastic)        (its argmax: predict())
+        noise-free   p(y | x) = softmax(logits / T_noise_free)
+    """
+
+    #: of the mean of several stochastic passes' softmaxes (the default of ``predict_proba``)
+    mean: float = 1.0
+    #: the number of passes ``mean`` was fitted on (it serves any number above one)
+    passes: int = PROBABILITY_PASSES
+    #: of one pass of the paper's stochastic sampler
+    stochastic: float = 1.0
+    #: of the noise-free sampler's pass
+    noise_free: float = 1.0
+    #: ``"train"`` (a seeded draw of training examples), ``"validation"``, or ``None`` (not fitted)
+    fitted_on: str | None = None
+    examples: int = 0
+    #: why a temperature was left at 1 (a fit that hit the end of its range)
+    notes: tuple[str, ...] = ()
+
+    def of(self, deterministic: bool, passes: int = 1) -> float:
+        """The temperature of the noise-free pass, of one stochastic pass, or of the mean of several."""
+        if deterministic:
+            return self.noise_free
+        return self.stochastic if passes == 1 else self.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Temperatures | None:
+        """``None`` for a checkpoint written before temperatures were fitted."""
+        if d is None:
+            return None
+        return cls(mean=float(d.get("mean", 1.0)), passes=int(d.get("passes", PROBABILITY_PASSES)),
+                   stochastic=float(d.get("stochastic", 1.0)), noise_free=float(d.get("noise_free", 1.0)),
+                   fitted_on=d.get("fitted_on"), examples=int(d.get("examples", 0)),
+                   notes=tuple(d.get("notes", ())))
+
+
+def probability_passes(method: Method, deterministic: bool = False) -> int:
+    """How many passes class probabilities average by default: ``PROBABILITY_PASSES`` for a
+    method whose prediction samples, one for the noise-free sampler or a method without noise."""
+    return PROBABILITY_PASSES if method.stochastic_prediction and not deterministic else 1
+
+
+def temperature_examples(rows: int, seed: int, limit: int = TEMPERATURE_EXAMPLES) -> Tensor:
+    """Indices of the (at most ``limit``) training examples temperatures are fitted on: a draw seeded
+    ``seed`` from a generator of its own (the process's random state is untouched), in order."""
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+    return order[:limit].sort().values
+
+
+def pass_logits(method: Method, x: Tensor, options: InferenceOptions, passes: int = 1) -> Tensor:
+    """Class scores ``(passes, N, C)`` of ``passes`` passes, each batch's drawn one after another
+    from the pass's generator (float32, CPU)."""
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if passes > 1 and options.deterministic:
+        raise ValueError("several passes need the stochastic sampler: the noise-free one gives the same "
+                         "answer every pass")
+
+    def per_batch(xb: Tensor, generator: torch.Generator) -> Tensor:  # fp32 scores under bf16
+        return torch.stack([method.predict_logits(xb, generator=generator, **options.sampler()).float()
+                            for _ in range(passes)]).cpu()
+
+    return torch.cat(infer(method, x, options, per_batch), dim=1)
+
+
+def class_probabilities(method: Method, x: Tensor, options: InferenceOptions,
+                        temperatures: Temperatures = Temperatures(), passes: int = 1) -> Tensor:
+    """``mean_k softmax(logits_k / T)`` ``(N, C)`` over ``passes`` passes (one: that pass's softmax,
+    whose argmax is its class), ``T`` the run's temperature of that reading (float32, CPU)."""
+    t = temperatures.of(options.deterministic, passes)
+    return tempered_probabilities(pass_logits(method, x, options, passes), t)
+
+
+def fit_temperatures(method: Method, x: Tensor, y: Tensor, options: InferenceOptions, fitted_on: str,
+                     passes: int = PROBABILITY_PASSES) -> Temperatures:
+    """The NLL-minimising temperature of each reading on ``(x, y)``: the mean of ``passes``
+    stochastic passes, the first of them alone, and the noise-free pass (``options``' seed). A fit
+    at the low end of the searched range means the examples were all classified right (the NLL
+    falls as ``T -> 0``); it would make every answer certain, so that temperature is left at 1,
+    with a note."""
+    if len(x) == 0:
+        raise ValueError("cannot fit temperatures on no examples")
+    passes = min(passes, probability_passes(method))  # one pass where passes would all be the same
+    stochastic = pass_logits(method, x, options.replace(deterministic=False), passes)
+    readings = {"mean": stochastic, "stochastic": stochastic[0],
+                "noise_free": pass_logits(method, x, options.replace(deterministic=True))[0]}
+    found: dict[str, float] = {}
+    unfitted = []
+    for name, scores in readings.items():
+        fit = fit_temperature(scores, y)
+        degenerate = fit.at_bound and fit.temperature < 1.0
+        found[name] = 1.0 if degenerate else fit.temperature
+        if degenerate:
+            unfitted.append(name.replace("_", "-"))
+    notes = [f"the {len(x)} {fitted_on} examples are all classified right by the {', '.join(unfitted)} "
+             "reading, so its temperature is 1 (not fitted)"] if unfitted else []
+    return Temperatures(mean=found["mean"], passes=passes, stochastic=found["stochastic"],
+                        noise_free=found["noise_free"], fitted_on=fitted_on, examples=len(x),
+                        notes=tuple(notes))

@@ -16,9 +16,12 @@ column, if there, are dropped; the other columns must be the training table's, b
 ``data_info.feature_names``) or ``.npz``/``.npy`` arrays ``(N, D)``; each row is standardised per
 feature with the saved statistics and named ``table.csv[row]`` (rows counted from 0).
 
-A classifier answers the same way every time: prediction uses the noise-free sampler from a
-seeded starting point ``z_0`` unless ``stochastic`` passes of the paper's stochastic sampler are
-asked for (their probabilities are averaged, with seeded noise).
+A classifier answers the same way every time: its class probabilities are the mean over
+``stochastic`` (default 10) seeded passes of the paper's stochastic sampler of the head's softmax
+at the temperature fitted when the model was trained (``noprop.inference.class_probabilities``;
+``T = 1`` for a run saved before; docs/calibration.md), or, with ``stochastic=0``, one pass of the
+noise-free sampler from a seeded ``z_0`` at its own temperature. A row's class is the argmax of
+its probabilities, and its probability that class's.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from noprop.data.user import (
     images_from_array,
     read_image_files,
 )
-from noprop.inference import InferenceOptions, infer
+from noprop.inference import PROBABILITY_PASSES, InferenceOptions, class_probabilities, probability_passes
 from noprop.saved_run import LoadedRun
 from noprop.spec import DataSpec
 
@@ -183,11 +186,13 @@ def prepare(x: np.ndarray, spec: DataSpec, normalization: list[list[float]] | No
     return standardise(t, normalization).contiguous(), notes
 
 
-def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stochastic: int = 0,
-            precision: str | None = None) -> tuple[list[Prediction], list[str]]:
+def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None,
+            stochastic: int = PROBABILITY_PASSES, precision: str | None = None
+            ) -> tuple[list[Prediction], list[str]]:
     """One prediction per input, and the notes on converted inputs. ``stochastic`` > 0 averages
-    the class probabilities of that many passes of the stochastic sampler (seeded). Inference runs
-    at ``precision`` (default: the run's), so a test image gets the class the trainer scored."""
+    the class probabilities of that many passes of the stochastic sampler (seeded); 0: one
+    noise-free pass. Inference runs at ``precision`` (default: the run's), with the run's fitted
+    temperatures (:func:`noprop.inference.class_probabilities`)."""
     info, spec = run.data_info, run.spec
     if spec.is_image:
         sources, groups = read_inputs(paths)
@@ -201,14 +206,9 @@ def predict(run: LoadedRun, paths: list[Path], *, steps: int | None = None, stoc
     method = run.method
     options = InferenceOptions.of_run(run.config, next(method.parameters()).device, steps=steps,
                                       deterministic=not stochastic, precision=run.precision(precision))
-
-    def probabilities(xb: Tensor, generator: torch.Generator) -> Tensor:  # softmax in fp32 under bf16
-        # noise-free: the chain still starts from z_0 ~ N(0, I), seeded, so an answer never changes
-        passes = [method.predict_logits(xb, generator=generator, **options.sampler()).float().softmax(-1)
-                  for _ in range(max(stochastic, 1))]
-        return (passes[0] if len(passes) == 1 else torch.stack(passes).mean(0)).cpu()
-
-    probs = torch.cat(infer(method, x, options, probabilities))
+    # noise-free too: the chain starts from z_0 ~ N(0, I), seeded, so an answer never changes
+    passes = min(max(stochastic, 1), probability_passes(method))  # passes without noise are all the same
+    probs = class_probabilities(method, x, options, run.temperatures, passes=passes)
     names = info.class_names
     best, labels = probs.max(-1)
     rows = [Prediction(s, int(c), names[int(c)] if names else str(int(c)), float(p))

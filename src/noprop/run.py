@@ -165,17 +165,19 @@ def build_for(config: RunConfig, data: ClassificationData) -> Method:
 
 def build_trainer(config: RunConfig, data: ClassificationData, run_dir: Path | None = None, *,
                   parallelism: Callable[[Method], Parallelism] | None = None,
-                  evaluation: Evaluation | None = None) -> Trainer:
+                  evaluation: Evaluation | None = None, fit_temperature_on: str | None = "train") -> Trainer:
     """The one way to build a trainer for a run (train, bench, the distributed launch, Classifier):
     the process's CPU threads set, the configured method built seeded and prepared on the data.
     ``parallelism`` makes this process's hooks for the built method (its training units);
-    ``run_dir`` must already be locked and prepared (:func:`opened_run`)."""
+    ``run_dir`` must already be locked and prepared (:func:`opened_run`); ``fit_temperature_on``:
+    where the class probabilities' temperatures are fitted (``training.trainer.TEMPERATURE_SPLITS``)."""
     config = config.resolved()
     if config.num_threads is not None and config.num_threads != torch.get_num_threads():
         torch.set_num_threads(config.num_threads)
     method = build_for(config, data)
     hooks = parallelism(method) if parallelism is not None else None
-    return Trainer(method, data, config, run_dir, parallelism=hooks, evaluation=evaluation)
+    return Trainer(method, data, config, run_dir, parallelism=hooks, evaluation=evaluation,
+                   fit_temperature_on=fit_temperature_on)
 
 
 def train_run(
@@ -187,6 +189,7 @@ def train_run(
     data: ClassificationData | None = None,
     reuse_finished: bool = False,
     evaluation: Evaluation | None = None,
+    fit_temperature_on: str | None = "train",
 ) -> tuple[Trainer, dict[str, Any]]:
     """Train ``config`` into ``run_dir`` (``None``: keep nothing on disk); return trainer and results.
 
@@ -195,7 +198,8 @@ def train_run(
     """
     config = config.resolved()
     with opened_run(config, run_dir, resume=resume, overwrite=overwrite, data=data) as data:
-        trainer = build_trainer(config, data, run_dir, evaluation=evaluation)
+        trainer = build_trainer(config, data, run_dir, evaluation=evaluation,
+                                fit_temperature_on=fit_temperature_on)
         if overwrite and run_dir is not None:
             clear_run_files(run_dir)
         if resume:

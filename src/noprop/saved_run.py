@@ -5,7 +5,8 @@ A run directory holds::
     config.yaml      the resolved run configuration (itself a preset: --config RUN/config.yaml)
     metrics.csv      one row per epoch (training/metrics.py)
     results.json     the final measurements
-    checkpoint.pt    a SavedRun: model, optimizers, progress, random states, and how to prepare inputs
+    checkpoint.pt    a SavedRun: model, optimizers, progress, random states, how to prepare inputs,
+                     and the temperatures of the class probabilities (fitted after the last epoch)
 
 :class:`SavedRun` is the checkpoint, typed. The trainer writes it (:meth:`SavedRun.write`), and so
 does ``Classifier.save``; every reader (``noprop evaluate``, ``predict``, ``export``, ``plot``,
@@ -36,6 +37,7 @@ from noprop.atomic import atomic_write_bytes, atomic_write_json, atomic_write_te
 from noprop.config import ConfigError, RunConfig, model_differences
 from noprop.device import cpu_has_native_bf16, peak_memory_mb, resolve_precision
 from noprop.export import META_KEYS, ExportError, is_exported, read_model, write_model
+from noprop.inference import Temperatures
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
 
@@ -140,6 +142,9 @@ class SavedRun:
     #: the process's random states (:func:`noprop.random_state.capture_rng_state`)
     rng: Any = None
     noprop_version: str = __version__
+    #: the class probabilities' temperatures, fitted after the last epoch (``None``: not yet, or a
+    #: checkpoint written before they existed; readers then use T = 1, :meth:`LoadedRun.temperatures`)
+    temperatures: Temperatures | None = None
 
     # -- reading and writing ----------------------------------------------------------------
     @classmethod
@@ -182,7 +187,8 @@ class SavedRun:
         return cls(config=config, spec=spec, model=model,
                    data_info=DataInfo.from_dict(state.get("data_info")),
                    optimizers=state.get("optimizers", {}), progress=progress, rng=state.get("rng"),
-                   noprop_version=state.get("noprop_version", "?"))
+                   noprop_version=state.get("noprop_version", "?"),
+                   temperatures=Temperatures.from_dict(state.get("temperatures")))
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's entries as written to disk (format 1)."""
@@ -203,6 +209,7 @@ class SavedRun:
             "metrics": p.metrics if p.metrics is not None else [],
             "rng": self.rng,
             "unit_steps": p.unit_steps if p.unit_steps is not None else [],
+            "temperatures": self.temperatures.to_dict() if self.temperatures is not None else None,
         }
 
     # -- what a reader does with it ----------------------------------------------------------
@@ -260,6 +267,22 @@ class LoadedRun:
     @property
     def data_info(self) -> DataInfo:
         return self.saved.data_info
+
+    @property
+    def temperatures(self) -> Temperatures:
+        """The temperatures of the class probabilities; ``T = 1`` (:attr:`temperature_note` says
+        why) for a run saved before they were fitted: an older version, or a run stopped early."""
+        return self.saved.temperatures or Temperatures()
+
+    @property
+    def temperature_note(self) -> str | None:
+        """Why the probabilities are not temperature-scaled, if they are not; else ``None``."""
+        if self.saved.temperatures is None:
+            return ("the run has no fitted temperature (saved before its last epoch ended, or by an older "
+                    "noprop), so probabilities are the head's softmax at T = 1, which is poorly calibrated "
+                    "(docs/calibration.md)")
+        notes = self.saved.temperatures.notes
+        return "; ".join(notes) if notes else None
 
     def precision(self, override: str | None = None) -> str:
         """fp32 or bf16: ``override`` or the run's ``precision``, resolved for the device the model

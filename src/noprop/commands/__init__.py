@@ -11,5 +11,5 @@ from __future__ import annotations
 #: Module names under ``noprop.commands``; add yours here.
 COMMAND_MODULES: tuple[str, ...] = (
     "train", "evaluate", "reproduce", "data", "bench", "plot", "predict", "export", "check_locality",
-    "analyze",
+    "analyze", "calibration",
 )

@@ -149,7 +149,7 @@ def rank_trainer(
         trainer = build_trainer(config, data, run_dir, parallelism=hooks)
     else:
         trainer = build_trainer(config.replace(progress=False, log_epochs=False), data, None,
-                                parallelism=hooks, evaluation=_no_evaluation)
+                                parallelism=hooks, evaluation=_no_evaluation, fit_temperature_on=None)
     torch.manual_seed(rank_seed(config.seed, info.rank, 0))
     return trainer
 

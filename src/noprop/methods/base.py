@@ -69,6 +69,9 @@ class Method(nn.Module, ABC):
     #: Groups every unit may train (a head, an embedding); ``None``: the group called ``shared`` and
     #: every group that two or more units name.
     locality_shared_groups: ClassVar[tuple[str, ...] | None] = None
+    #: Whether ``predict_logits`` draws noise from its ``generator`` (a sampler): then a pass is one
+    #: draw, and class probabilities average several (``noprop.inference.probability_passes``).
+    stochastic_prediction: ClassVar[bool] = False
 
     def __init__(self, spec: DataSpec, config: MethodConfig | None = None, **settings: Any) -> None:
         super().__init__()

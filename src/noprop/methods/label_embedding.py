@@ -36,6 +36,8 @@ class LabelEmbeddingMethod(Method):
 
     config_class = EmbeddingConfig
     config: EmbeddingConfig
+    #: every such method predicts by running a sampler (or flow) from ``z_0 ~ N(0, I)``
+    stochastic_prediction = True
     embedding: ClassEmbedding
     #: ``Linear(d, C)``; ``None`` where a method reads classes off ``z`` another way (FM, one-hot).
     #: Set by :meth:`add_classifier` (no class-level default: it would hide the registered module).

@@ -4,7 +4,9 @@ One optimizer per parameter group; a step on training unit ``u`` back-propagates
 loss and steps only the optimizers of the groups ``u`` names, then drops their gradients. Units
 are visited in the order of :mod:`noprop.training.order`. After every epoch the model is
 evaluated, a row goes to ``metrics.csv`` and a checkpoint (:class:`~noprop.saved_run.SavedRun`) is
-written atomically.
+written atomically. After the last epoch the temperatures of the class probabilities are fitted
+(:func:`noprop.inference.fit_temperatures`) on the examples ``fit_temperature_on`` names and saved
+with the model.
 
 Surviving faults (``docs/failure-modes.md``): SIGINT/SIGTERM stop the loop at the next step with
 a checkpoint of the whole state (mid-epoch too), so a resumed run ends bit for bit where an
@@ -31,7 +33,13 @@ from noprop import device as devices
 from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
 from noprop.dropout import use_dropout_rng
-from noprop.inference import InferenceOptions, readout_accuracies
+from noprop.inference import (
+    InferenceOptions,
+    Temperatures,
+    fit_temperatures,
+    readout_accuracies,
+    temperature_examples,
+)
 from noprop.methods.base import Method
 from noprop.random_state import capture_rng_state, restore_rng_state
 from noprop.saved_run import (
@@ -64,6 +72,11 @@ from noprop.training.progress import EpochProgress, budget_warnings, model_summa
 #: How the trainer scores the model after an epoch: accuracy read out after each inference step
 #: (the last is the final prediction's). Default: the test split with the run's InferenceOptions.
 Evaluation = Callable[[Method], list[float]]
+#: Where the class probabilities' temperatures are fitted: ``"train"``, a seeded draw of at most
+#: ``TEMPERATURE_EXAMPLES`` training examples (``noprop train``, whose held-out split is the test
+#: split it reports on); ``"validation"``, the split the trainer evaluates on when that split is a
+#: validation split (``Classifier.fit``); ``None``, not at all (a distributed follower).
+TEMPERATURE_SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,7 @@ class Trainer:
 
     def __init__(self, method: Method, data: ClassificationData, config: RunConfig,
                  run_dir: Path | None = None, parallelism: Parallelism | None = None,
-                 evaluation: Evaluation | None = None) -> None:
+                 evaluation: Evaluation | None = None, fit_temperature_on: str | None = "train") -> None:
         #: The line saying how the budget was sized by steps (None: the run or dataset gave it).
         self.budget_note = config.budget_note(len(data.train_x))
         self.config = config = config.resolved(train_rows=len(data.train_x))
@@ -108,6 +121,12 @@ class Trainer:
         #: How the per-epoch evaluation runs its sampler (the run's eval_* settings).
         self.inference = InferenceOptions.of_run(config, self.device)
         self.evaluation = evaluation or self.test_readouts
+        if fit_temperature_on not in (*TEMPERATURE_SPLITS, None):
+            raise ValueError(f"fit_temperature_on must be one of {TEMPERATURE_SPLITS} or None, "
+                             f"got {fit_temperature_on!r}")
+        self.fit_temperature_on = fit_temperature_on
+        #: The class probabilities' temperatures (``None`` until fitted after the last epoch).
+        self.temperatures: Temperatures | None = None
         self.metrics = MetricsLog(run_dir / METRICS if run_dir else None, tensorboard=config.tensorboard)
         self.progress = TrainingProgress(unit_steps=[0] * len(self.units))
         self.last_epoch = EpochSummary(0.0, 1.0, 0)
@@ -153,7 +172,7 @@ class Trainer:
             optimizers={k: plain_lrs(opt.state_dict()) for k, opt in self.optimizers.items()},
             progress=self.progress.copy(torch.device("cpu"), epoch_seconds=running,
                                         metrics=list(self.metrics.rows)),
-            rng=capture_rng_state(),
+            rng=capture_rng_state(), temperatures=self.temperatures,
         )
 
     def restore(self, saved: SavedRun) -> None:
@@ -166,6 +185,7 @@ class Trainer:
         if p.metrics is not None:
             self.metrics.restore([r for r in p.metrics if int(r["epoch"]) <= p.epoch])
         restore_rng_state(saved.rng)
+        self.temperatures = saved.temperatures
         self.faults.saved_at = (p.epoch, p.step)
 
     def resume(self, saved: SavedRun | None = None) -> None:
@@ -361,6 +381,9 @@ class Trainer:
                                              last.fraction, last.skipped, len(self.data.train_x)))
                 if config.log_epochs:
                     say(f"epoch {self.epoch}: loss {terms['loss']:.4f}  test accuracy {accuracy:.4f}")
+                final = self.epoch >= config.epochs or self.out_of_time()
+                if final and self.fit_temperature_on is not None:  # into the last epoch's checkpoint
+                    self.temperatures = self.fitted_temperatures()
                 if self.run_dir is not None:
                     self.save_checkpoint()
         if config.log_epochs:
@@ -387,6 +410,18 @@ class Trainer:
         running = time.perf_counter() - self._epoch_clock if self.progress.step else 0.0
         return self.progress.train_seconds + running >= budget
 
+    def fitted_temperatures(self) -> Temperatures:
+        """The temperatures fitted on ``fit_temperature_on``'s examples, with the sampler settings
+        a prediction uses (the method's own steps, the run's precision and ``eval_seed``)."""
+        if self.fit_temperature_on == "validation":
+            x, y = self.data.test_x, self.data.test_y
+        else:
+            pick = temperature_examples(len(self.data.train_x), self.config.seed)
+            x, y = self.data.train_x[pick], self.data.train_y[pick]
+        assert self.fit_temperature_on is not None
+        options = self.inference.replace(steps=None)
+        return fit_temperatures(self.method, x, y, options, self.fit_temperature_on)
+
     def test_readouts(self, method: Method) -> list[float]:
         """Test accuracy read out after each step of the method's inference chain (last: final)."""
         return readout_accuracies(method, self.data.test_x, self.data.test_y, self.inference)
@@ -400,5 +435,6 @@ class Trainer:
                            device=self.device, precision=self.precision,
                            flush_denormal=self.denormals_flushed, channels_last=self.channels_last,
                            units=units, untrained_units=self.untrained_units(),
+                           **({"temperatures": self.temperatures.to_dict()} if self.temperatures else {}),
                            **(self.graphs.describe() if self.graphs is not None else {}),
                            **self.parallelism.describe())

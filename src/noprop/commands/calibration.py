@@ -1,0 +1,73 @@
+"""``noprop calibration RUN``: how well calibrated is each way a NoProp run could report p(y | x)
+(:mod:`noprop.calibration_report`; docs/calibration.md).
+
+    noprop calibration runs/digits-dt                   # table; calibration.json, calibration.png in the run
+    noprop calibration runs/mnist-dt --samples 2000 --passes 10 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from noprop.commands.args import UsageError, positive_int
+from noprop.device import PRECISIONS, check_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibration", help="ECE, NLL, Brier score and reliability diagram of every way a "
+                       "NoProp run could report p(y | x)",
+                       description="On a trained NoProp run's test split: the head's softmax on the "
+                       "stochastic and the noise-free sampler's z_T, the class frequency and the mean "
+                       "softmax over k stochastic passes, temperature-scaled softmaxes, the paper's "
+                       "posterior (Eqs. 15-16) and the Gaussian posterior of z_T. Temperatures are fitted "
+                       "on the even-indexed test examples (or on training examples), every number is "
+                       "measured on the odd ones. Prints a table; writes calibration.json and "
+                       "calibration.png.")
+    p.add_argument("path", type=Path, help="run directory or checkpoint file (dt, ct or fm)")
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="data root or dataset folder (default: the run's)")
+    p.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                   help="use the first N test examples (default: all)")
+    p.add_argument("--passes", type=positive_int, default=10, metavar="K",
+                   help="stochastic passes of the class frequency and the mean softmax (default: 10)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the sampler (default: the run's eval_seed)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampler steps of a CT/FM run (default: the method's inference_steps, as "
+                        "noprop predict)")
+    p.add_argument("--train-samples", dest="train_samples", type=int, default=2000, metavar="N",
+                   help="training examples the *_t_train temperatures are fitted on (0: none; default 2000)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32, bf16 (autocast) or auto; default: the run's")
+    p.add_argument("--device", type=check_device, default="cpu", metavar="DEVICE",
+                   help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write calibration.json and calibration.png (default: the run directory)")
+    p.add_argument("--no-figure", dest="figure", action="store_false", help="write no figure")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(handler=cmd_calibration)
+
+
+def cmd_calibration(args: argparse.Namespace) -> int:
+    from noprop.calibration_report import CalibrationError, calibration_report
+    from noprop.device import resolve_device
+
+    if args.train_samples < 0:
+        raise UsageError(f"--train-samples must be 0 or more, got {args.train_samples}")
+    if not args.path.exists():
+        raise UsageError(f"{args.path} does not exist")
+    progress = None if args.quiet else (lambda line: print(f"noprop calibration: {line}", file=sys.stderr))
+    try:
+        report = calibration_report(args.path, data_dir=args.data_dir, samples=args.samples,
+                                    passes=args.passes, seed=args.seed, steps=args.steps,
+                                    train_samples=args.train_samples, precision=args.precision,
+                                    device=resolve_device(args.device), progress=progress)
+    except CalibrationError as err:
+        raise UsageError(str(err)) from None
+    print(report.table())
+    out = args.out or (args.path if args.path.is_dir() else args.path.parent)
+    for path in report.write(out, figure=args.figure):
+        print(path)
+    return 0
