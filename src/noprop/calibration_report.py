@@ -18,9 +18,10 @@ diagram). The ways (:data:`RULES`):
 * ``mean_softmax_t_*``: the mean of the ``k`` passes' softmaxes at one temperature fitted like
   the others, ``p = mean_k softmax(logits_k / T)``: a Monte Carlo estimate of the model's own
   ``p(y | x) = E[p(y | z_T)]`` (paper Eq. 1) with the head tempered;
-* ``*_t_heldout`` / ``*_t_train``: the two softmaxes with a temperature fitted (NLL, golden
-  section, :func:`noprop.calibration.fit_temperature`) on the held-out half of the test examples,
-  or on training examples (the draw ``noprop train`` fits on when ``train_samples`` is its 2000);
+* ``softmax_*_t_heldout`` / ``softmax_*_t_train``: the two one-pass softmaxes with a temperature
+  fitted (NLL, golden section, :func:`noprop.calibration.fit_temperature`) on the held-out half of
+  the test examples, or on training examples (the draw ``noprop train`` fits on when
+  ``train_samples`` is its 2000); the ``mean_softmax_t_*`` temperatures are fitted the same way;
 * ``saved_t``: that mean at the temperature saved with the run, the default of
   ``Classifier.predict_proba`` and ``noprop predict`` (fitted after training, on training examples
   for ``noprop train`` runs, on the validation split for ``Classifier.fit``); ``saved_t_noise_free``:

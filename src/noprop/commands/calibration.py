@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "NoProp run could report p(y | x)",
                        description="On a trained NoProp run's test split: the head's softmax on the "
                        "stochastic and the noise-free sampler's z_T, the class frequency and the mean "
-                       "softmax over k stochastic passes, temperature-scaled softmaxes, the paper's "
+                       "softmax over k stochastic passes, temperature-scaled softmaxes (and those at the "
+                       "temperatures saved with the run: the default of noprop predict), the paper's "
                        "posterior (Eqs. 15-16) and the Gaussian posterior of z_T. Temperatures are fitted "
                        "on the even-indexed test examples (or on training examples), every number is "
                        "measured on the odd ones. Prints a table; writes calibration.json and "
