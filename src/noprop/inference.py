@@ -294,8 +294,10 @@ def fit_temperatures(method: Method, x: Tensor, y: Tensor, options: InferenceOpt
         found[name] = 1.0 if degenerate else fit.temperature
         if degenerate:
             unfitted.append(name.replace("_", "-"))
-    notes = [f"the {len(x)} {fitted_on} examples are all classified right by the {', '.join(unfitted)} "
-             "reading, so its temperature is 1 (not fitted)"] if unfitted else []
+    which = ", ".join(unfitted) + (" readings, so their temperatures are" if len(unfitted) > 1
+                                      else " reading, so its temperature is")
+    notes = [f"the {len(x)} {fitted_on} examples are all classified right by the {which} 1 (not fitted)"
+             ] if unfitted else []
     return Temperatures(mean=found["mean"], passes=passes, stochastic=found["stochastic"],
                         noise_free=found["noise_free"], fitted_on=fitted_on, examples=len(x),
                         notes=tuple(notes))

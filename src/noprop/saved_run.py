@@ -279,7 +279,7 @@ class LoadedRun:
         """Why the probabilities are not temperature-scaled, if they are not; else ``None``."""
         if self.saved.temperatures is None:
             return ("the run has no fitted temperature (saved before its last epoch ended, or by an older "
-                    "noprop), so probabilities are the head's softmax at T = 1, which is poorly calibrated "
+                    "noprop), so its probabilities use T = 1, which leaves them poorly calibrated "
                     "(docs/calibration.md)")
         notes = self.saved.temperatures.notes
         return "; ".join(notes) if notes else None
