@@ -162,3 +162,23 @@ def test_bench_gives_a_method_setting_only_to_the_methods_that_take_it():
     assert "num_blocks" not in configs["ct"].to_dict()
     with pytest.raises(BenchError, match="no method among dt, cnn takes fm_sigma"):
         BenchPlan(methods=["dt", "cnn"], config={"fm_sigma": 0.1, "epochs": 1}).run_configs()
+
+
+def test_a_bench_run_stopped_after_a_checkpoint_goes_on_from_it(tmp_path, monkeypatch):
+    spec = {"config": RunConfig(method="local", dataset="digits", epochs=2, batch_size=64,
+                                progress=False).to_dict(),
+            "run_dir": str(tmp_path / "run"), "repeat": 0, "train_subset": 256, "test_subset": 128}
+    save = Trainer.save_checkpoint
+
+    def save_then_die(self):
+        save(self)
+        raise RuntimeError("killed after the first checkpoint")
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_one(spec)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    record = run_one({**spec, "resume": True})
+    assert record["resumed"] and record["epochs"] == 2.0
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header, epoch 1 from before the stop, epoch 2 after it

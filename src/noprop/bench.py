@@ -45,6 +45,7 @@ from noprop.device import peak_memory_mb, resolve_device
 from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods import Method
 from noprop.run import train_run
+from noprop.saved_run import CHECKPOINT
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -231,8 +232,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     evaluation = MeasuredEvaluation(memory, data, InferenceOptions.of_run(config, device))
     # no temperatures: their fit after the last epoch would land in the training memory peak
-    trainer, results = train_run(config, run_dir, data=data, overwrite=True, evaluation=evaluation,
-                                 fit_temperature_on=None)
+    # a run stopped mid-way (same spec, checkpoint on disk) goes on from its checkpoint
+    resume = bool(spec.get("resume")) and (run_dir / CHECKPOINT).is_file()
+    trainer, results = train_run(config, run_dir, data=data, resume=resume, overwrite=not resume,
+                                 evaluation=evaluation, fit_temperature_on=None)
     memory.pause()
     record = {
         "method": config.method,
@@ -253,6 +256,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "pid": os.getpid(),
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "resumed": resume,
     }
     atomic_write_json(run_dir / RUN_JSON, record)
     return record
@@ -312,23 +316,34 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, log=print) -> dict[str, Any]:
     return bench
 
 
-def _finished_same_run(run_dir: Path, spec: dict[str, Any]) -> bool:
+def _same_spec(run_dir: Path, spec: dict[str, Any]) -> bool:
     try:
-        same = json.loads((run_dir / SPEC_JSON).read_text()) == spec
+        saved = json.loads((run_dir / SPEC_JSON).read_text())
     except (OSError, ValueError):
         return False
-    return same and (run_dir / RUN_JSON).is_file()
+    saved.pop("resume", None)
+    return saved == spec
+
+
+def _finished_same_run(run_dir: Path, spec: dict[str, Any]) -> bool:
+    return _same_spec(run_dir, spec) and (run_dir / RUN_JSON).is_file()
 
 
 def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str) -> dict[str, Any]:
-    """``python -m noprop.bench SPEC``; the record it wrote, or a failure record with the last log line."""
+    """``python -m noprop.bench SPEC``; the record it wrote, or a failure record with the last log line.
+
+    A run of the same spec that was stopped mid-way (its checkpoint on disk) resumes from it; its
+    training peak memory is then that of the resumed part (the record says ``resumed``)."""
     (run_dir / RUN_JSON).unlink(missing_ok=True)
-    atomic_write_json(run_dir / SPEC_JSON, spec)
-    log(f"[bench] {what} ...")
+    resume = _same_spec(run_dir, spec) and (run_dir / CHECKPOINT).is_file()
+    atomic_write_json(run_dir / SPEC_JSON, {**spec, "resume": resume} if resume else spec)
+    log(f"[bench] {what} ..." + (" (resuming from its checkpoint)" if resume else ""))
     t0 = time.time()
-    with (run_dir / "log.txt").open("w") as out:
+    with (run_dir / "log.txt").open("a" if resume else "w") as out:
         proc = subprocess.run([sys.executable, "-m", "noprop.bench", str(run_dir / SPEC_JSON)],
                               stdout=out, stderr=subprocess.STDOUT, check=False)
+    if resume:
+        atomic_write_json(run_dir / SPEC_JSON, spec)
     if proc.returncode == 0:
         record = json.loads((run_dir / RUN_JSON).read_text())
         log(f"[bench]   accuracy {record['test_accuracy']:.4f}  train {record['train_seconds']:.0f} s  "
