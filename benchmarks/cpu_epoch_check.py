@@ -28,17 +28,14 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
-import sys
-import time
-from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
-from speed import machine, parse_switches, use_torch_dropout
+from measure import load_average, run_record, timed_rounds
+from speed import parse_switches, use_torch_dropout
 
 from noprop import device as devices
 from noprop.data import load_dataset
@@ -70,39 +67,31 @@ def trainer_for(settings: list[str], precision: str, data, order: str | None = N
 def timing(data, sides: dict[str, list[str]], precision: str, steps: int, rounds: int) -> dict[str, Any]:
     trainers = {side: trainer_for(sides[side], precision, data) for side in SIDES}
     batches = list(islice(trainers["after"]._epoch_batches(0), steps + 1))
-    seconds: dict[str, list[float]] = {side: [] for side in SIDES}
-    faults: dict[str, list[float]] = {side: [] for side in SIDES}
-    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     for t in trainers.values():  # warm-up: optimizer state, kernels
         unit, x, y = batches[0]
         t.train_step(unit, x, y)
-    for _ in range(rounds):
-        for side, t in trainers.items():
-            start, start_cpu, faulted = time.perf_counter(), time.process_time(), minor_faults()
-            for unit, x, y in batches[1:]:
-                t.train_step(unit, x, y)
-            seconds[side].append((time.perf_counter() - start) / steps)
-            cpu[side].append((time.process_time() - start_cpu) / steps)
-            faults[side].append((minor_faults() - faulted) / steps)
+
+    def steps_of(t) -> None:
+        for unit, x, y in batches[1:]:
+            t.train_step(unit, x, y)
+
+    timed = timed_rounds({side: lambda t=t: steps_of(t) for side, t in trainers.items()}, rounds,
+                         per_call=steps)
     T = trainers["after"].method.num_blocks
     out: dict[str, Any] = {}
     for side in SIDES:
-        per_step = statistics.median(seconds[side])
+        r = timed[side]
+        per_step = statistics.median(r.wall)
         out[side] = {"seconds_per_step": round(per_step, 4), "steps_per_second": round(1 / per_step, 2),
                      "epoch_seconds_estimate": round(391 * T * per_step, 1),
-                     "round_seconds_per_step": [round(s, 4) for s in seconds[side]],
-                     "minor_page_faults_per_step": round(statistics.median(faults[side])),
-                     "cpu_seconds_per_step": round(statistics.median(cpu[side]), 4),
-                     "round_cpu_seconds_per_step": [round(s, 4) for s in cpu[side]]}
+                     "round_seconds_per_step": [round(s, 4) for s in r.wall],
+                     "minor_page_faults_per_step": round(statistics.median(r.faults)),
+                     "cpu_seconds_per_step": round(statistics.median(r.cpu), 4),
+                     "round_cpu_seconds_per_step": [round(s, 4) for s in r.cpu]}
     out["speedup"] = round(out["before"]["seconds_per_step"] / out["after"]["seconds_per_step"], 3)
     out["median_round_speedup"] = round(statistics.median(
-        b / a for b, a in zip(seconds["before"], seconds["after"], strict=True)), 3)
+        b / a for b, a in zip(timed["before"].wall, timed["after"].wall, strict=True)), 3)
     return out
-
-
-def minor_faults() -> int:
-    """Pages this process has faulted in so far without reading a disk (a fresh allocation's first touch)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def accuracy(data, sides: dict[str, list[str]], precision: str, steps: int) -> dict[str, Any]:
@@ -151,9 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = dataclasses.replace(data, test_x=data.test_x[:n], test_y=data.test_y[:n])
     load_before = os.getloadavg()[0]
     results: dict[str, Any] = {
-        "command": "python benchmarks/cpu_epoch_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        **run_record("cpu_epoch_check.py", argv),
         "cpu_native_bf16": devices.cpu_has_native_bf16(),
         "sides": sides,
         "glibc_default_allocator": args.glibc_default,
@@ -166,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cell["accuracy_steps"] = args.accuracy_steps
             print(precision, "accuracy", json.dumps(cell["accuracy"]), flush=True)
         results[precision] = cell
-    results["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    results["load_average_1min"] = load_average(load_before)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,6 +1,8 @@
 """Tables trained on every default: does `noprop train --dataset TABLE --method M` learn?
 
     OMP_NUM_THREADS=1 python benchmarks/default_budgets.py --out runs/default-budgets
+    OMP_NUM_THREADS=1 python benchmarks/default_budgets.py --methods backprop --tables iris wine \
+        --out runs/default-budgets-backprop
 
 For each table and method, one ``noprop train --dataset TABLE --method M --run-dir ...`` with no
 other flag: the encoder (``auto``: an MLP on feature vectors), the batch and the epochs are the
@@ -22,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["dt", "ct", "fm", "backprop"]
+TABLES = ["iris", "synthetic-table", "breast-cancer", "wine"]
 
 
 def write_iris(path: Path) -> Path:
@@ -59,10 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "default-budgets")
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=TABLES)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tables = [str(write_iris(args.out / "iris.csv")), str(ROOT / "tests/fixtures/synthetic-table.csv"),
-              "breast-cancer", "wine"]
+    paths = {"iris": lambda: str(write_iris(args.out / "iris.csv")),
+             "synthetic-table": lambda: str(ROOT / "tests/fixtures/synthetic-table.csv")}
+    tables = [paths[t]() if t in paths else t for t in args.tables]
     rows = [train(t, m, args.out / f"{Path(t).stem}-{m}") for t in tables for m in args.methods]
     (args.out / "default_budgets.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| table | method | test accuracy | epochs | batch | train s |\n|---|---|---|---|---|---|")

@@ -22,16 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from speed import machine
+from measure import load_average, median_ms, run_record
 from torch.nn import functional as F
 
 from noprop.dropout import Dropout, fast_keep_mask
@@ -39,16 +34,6 @@ from noprop.dropout import Dropout, fast_keep_mask
 #: The three dropout inputs of the paper's block on 3 x 32 x 32 images (valid convolutions).
 SHAPES = ((32, 15, 15), (64, 13, 13), (128, 5, 5))
 P = 0.2
-
-
-def median_ms(fn: Callable[[], Any], rounds: int) -> float:
-    fn()
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return round(statistics.median(seconds) * 1e3, 2)
 
 
 def two_thread_fast(shapes: list[tuple[int, ...]], pool: ThreadPoolExecutor,
@@ -84,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     load_before = os.getloadavg()[0]
     results: dict[str, Any] = {
-        "command": "python benchmarks/dropout_draws.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        **run_record("dropout_draws.py", argv),
         "threads": torch.get_num_threads(),
         "mask_elements_per_block_step": sum(s[0] * s[1] * s[2] * s[3] for s in shapes),
         "draw_ms_per_block_step": {name: median_ms(fn, args.rounds) for name, fn in draws.items()},
@@ -105,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             name: median_ms(lambda layer=layer: forward_backward(layer), args.rounds)
             for name, layer in layers.items()}
     pool.shutdown()
-    results["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    results["load_average_1min"] = load_average(load_before)
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -1,11 +1,12 @@
-"""MNIST: NoProp against backprop and earlier backprop-free methods (docs/benchmarks.md).
+"""MNIST: NoProp against backprop and earlier backprop-free methods (docs/benchmarks.md; the table
+lives in its run card, docs/results/2026-11-26-cpu/README.md).
 
     nice -n 10 python benchmarks/mnist_baselines.py            # bench (if not done), plot, docs
     python benchmarks/mnist_baselines.py --report-only          # re-render docs from bench.json
 
 Steps: ``noprop bench`` with :data:`BENCH_ARGS` into ``--out`` (skipped when its bench.json
 exists), ``noprop plot`` into ``docs/figures/mnist-baselines/``, then the table between the
-markers of the section "Accuracy, time and memory against baselines (MNIST)" of docs/benchmarks.md
+markers of the section "MNIST against the baselines at 180 s per method" of that run card
 is rewritten from bench.json, beside the paper's published numbers.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from doc_section import write_section
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist"
 FIGURES = ROOT / "docs" / "figures" / "mnist-baselines"
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = ROOT / "docs" / "results" / "2026-11-26-cpu" / "README.md"
 START, END = "<!-- mnist-baselines:start -->", "<!-- mnist-baselines:end -->"
 
 METHODS = ["dt", "backprop", "cnn", "ff", "local", "ct", "fm"]
@@ -84,7 +86,7 @@ def table(bench: dict) -> str:
 def render(bench: dict, out: Path) -> str:
     machine = bench["machine"]
     figs = sorted(p.name for p in FIGURES.glob("*.png"))
-    rel = FIGURES.relative_to(DOC.parent)
+    rel = Path(os.path.relpath(FIGURES, DOC.parent)).as_posix()
     seconds = bench["plan"]["config"]["max_train_seconds"]
     loads = [r["load_average"][0] for r in bench["runs"] if r.get("load_average")]
     load = f"1-minute load average {min(loads):.0f}–{max(loads):.0f} at the end of the runs" if loads else ""

@@ -36,15 +36,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from measure import load_average, run_record, timed_rounds
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -197,11 +196,7 @@ def profile_variant(variant: Any, x: torch.Tensor, y: torch.Tensor, *, steps: in
                     rows: int = 25) -> dict[str, Any]:
     """One variant's step: unprofiled time, the profiled time split, FLOPs per bucket, top ops."""
     variant.step(x, y)  # warm: kernels chosen, optimizer state made
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        variant.step(x, y)
-        seconds.append(time.perf_counter() - start)
+    seconds = timed_rounds({"step": lambda: variant.step(x, y)}, steps)["step"].wall
     flops = phase_flops(variant, x, y)
     split, events, profiled = profiled_step(variant, x, y)
     total_us = sum(split.values())
@@ -276,7 +271,7 @@ def split_table(cell: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from speed import SHAPES, VARIANTS, Variant, machine, matmul_peak_flops  # benchmarks/ on sys.path
+    from speed import SHAPES, VARIANTS, Variant, matmul_peak_flops  # benchmarks/ on sys.path
 
     from noprop.device import retain_freed_memory
     from noprop.methods import build_method
@@ -350,10 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{o['op'].removeprefix('aten::')} {o['self_us'] / 1e3:.1f} ms x{o['calls']}"
                 for o in cell["top_ops"][:12]))
     results = {
-        "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        **run_record("profile_step.py", argv),
+        "load_average_1min": load_average(load_before),
         "settings": {"shape": args.shape, "num_blocks": args.num_blocks, "batch_size": args.batch_size,
                      "speed": args.speed},
         "cells": cells,

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -46,13 +45,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
+from measure import machine
 from profile_step import profiled_step, shares
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from noprop.bench import cpu_model
 from noprop.config import RunConfig
 from noprop.device import (
     bf16_autocast,
@@ -288,14 +287,6 @@ def profile_table(variant: Variant, x: torch.Tensor, y: torch.Tensor, rows: int)
         sync(variant.device)
     key = "self_cuda_time_total" if variant.device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
-
-
-def machine() -> dict[str, Any]:
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def measure(spec: DataSpec, precision: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,8 @@ For each table, one ``noprop bench`` in which every method gets the same data, e
 * ``backprop``: NoProp-DT's blocks (the same MLP encoders) chained and trained end to end;
 * ``cnn``: the encoder alone with a linear classifier, trained by backprop (the everyday MLP).
 
-The section between the markers of "Tables" in docs/benchmarks.md is rewritten from the results,
+The section between the markers of its run card (docs/results/2026-12-01-cpu/tabular/README.md;
+summary in docs/benchmarks.md, "Tables") is rewritten from the results,
 ratios to backprop taken within each bench (same machine, same minutes).
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from doc_section import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = ROOT / "docs" / "results" / "2026-12-01-cpu" / "tabular" / "README.md"
 START, END = "<!-- tabular:start -->", "<!-- tabular:end -->"
 METHODS = ["dt", "ct", "fm", "backprop", "cnn"]
 #: (dataset, epochs): the embedded scikit-learn tables and the shipped synthetic one.

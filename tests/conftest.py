@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from helpers import make_blobs
+from helpers import make_blobs, torch_threads, train_from_the_command_line, train_tiny_run
 from noprop.data import ClassificationData
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -16,10 +15,22 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture
 def one_thread():
     """One torch thread: on a small shared CPU, two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One torch thread for a whole module (its module-scoped runs train under it too)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dt_run(tmp_path_factory, one_thread_per_module):
+    """A tiny trained NoProp-DT run (3 blocks; :func:`helpers.train_tiny_run`), one per module: (run
+    dir, data)."""
+    return train_tiny_run(tmp_path_factory.mktemp("dt") / "run", "dt", num_blocks=3)
 
 
 @pytest.fixture
@@ -38,11 +49,4 @@ def mnist_dir() -> Path:
 @pytest.fixture
 def cli_run(tmp_path) -> tuple[list[str], Path]:
     """A finished one-epoch ``noprop train`` run on a tiny .npz dataset: (its flags, its run dir)."""
-    from helpers import make_blobs, write_npz
-    from noprop.cli import main
-
-    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
-    flags = ["--dataset", str(dataset), "-T", "2", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-             "-q", "--run-dir", str(tmp_path / "run")]
-    assert main(["train", *flags]) == 0
-    return flags, tmp_path / "run"
+    return train_from_the_command_line(tmp_path, "run", "-T", "2")

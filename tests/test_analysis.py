@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from helpers import make_blobs, one_error_line, write_npz
+from helpers import one_error_line, train_from_the_command_line, train_tiny_run
 from noprop.analysis import (
     ALONE_KINDS,
     AnalysisError,
@@ -24,36 +24,14 @@ from noprop.analysis import (
     sampler_accuracies,
 )
 from noprop.cli import main
-from noprop.config import RunConfig
 from noprop.inference import InferenceOptions, accuracy, readout_accuracies
-from noprop.run import train_run
 from noprop.sampler import posterior_chain
 from noprop.saved_run import load_run
 
 OPTIONS = InferenceOptions(seed=11, batch_size=40)  # two batches of the 64 test images (40 + 24)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread (the suite's tiny models run slower on two contended cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _train(tmp_path_factory, method: str, **settings):
-    """A tiny run on 4-class blobs (a small MLP encoder: the measures do not depend on the encoder)."""
-    data = make_blobs(128, 64, classes=4)
-    run_dir = tmp_path_factory.mktemp(method) / "run"
-    train_run(RunConfig(method=method, epochs=2, batch_size=16, progress=False, device="cpu", encoder="mlp",
-                        encoder_width=32, **settings), run_dir, data=data)
-    return run_dir, data
-
-
-@pytest.fixture(scope="module")
-def dt_run(tmp_path_factory):
-    return _train(tmp_path_factory, "dt", num_blocks=3)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +202,7 @@ def test_analyze_is_deterministic_under_a_seed(dt_run):
 
 @pytest.mark.parametrize("method", ["ct", "fm"])
 def test_ct_and_fm_ablate_along_the_time_grid(tmp_path_factory, method):
-    run_dir, data = _train(tmp_path_factory, method)
+    run_dir, data = train_tiny_run(tmp_path_factory.mktemp(method) / "run", method)
     model = load_run(run_dir).method
     options = OPTIONS.replace(steps=4)
     view = ChainView(model, 4)
@@ -252,9 +230,7 @@ def test_ct_and_fm_ablate_along_the_time_grid(tmp_path_factory, method):
 
 
 def test_baselines_are_refused_in_one_line(tmp_path, capsys):
-    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
-    assert main(["train", "--method", "cnn", "--dataset", str(dataset), "--epochs", "1", "--batch-size", "16",
-                 "--device", "cpu", "-q", "--run-dir", str(tmp_path / "cnn")]) == 0
+    train_from_the_command_line(tmp_path, "cnn", "--method", "cnn")
     capsys.readouterr()
     with pytest.raises(AnalysisError, match="cnn run"):
         analyze(tmp_path / "cnn")

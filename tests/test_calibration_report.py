@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from helpers import make_blobs, one_error_line, write_npz
+from helpers import one_error_line, train_from_the_command_line
 from noprop.calibration_report import (
     RULES,
     CalibrationError,
@@ -18,27 +18,10 @@ from noprop.calibration_report import (
     sampler_outputs,
 )
 from noprop.cli import main
-from noprop.config import RunConfig
 from noprop.inference import InferenceOptions, logits
-from noprop.run import train_run
 from noprop.saved_run import load_run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def dt_run(tmp_path_factory):
-    data = make_blobs(128, 64, classes=4)
-    run_dir = tmp_path_factory.mktemp("dt") / "run"
-    train_run(RunConfig(method="dt", num_blocks=3, epochs=2, batch_size=16, progress=False, device="cpu",
-                        encoder="mlp", encoder_width=32), run_dir, data=data)
-    return run_dir, data
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def test_the_passes_are_the_librarys_own_inference(dt_run) -> None:
@@ -84,9 +67,7 @@ def test_every_rule_is_measured_on_the_odd_examples_and_deterministic_under_a_se
 
 
 def test_baselines_and_bad_settings_are_refused_in_one_line(tmp_path, capsys) -> None:
-    dataset = write_npz(tmp_path / "tiny.npz", make_blobs(32, 8, classes=3))
-    assert main(["train", "--method", "cnn", "--dataset", str(dataset), "--epochs", "1", "--batch-size", "16",
-                 "--device", "cpu", "-q", "--run-dir", str(tmp_path / "cnn")]) == 0
+    train_from_the_command_line(tmp_path, "cnn", "--method", "cnn")
     capsys.readouterr()
     with pytest.raises(CalibrationError, match="cnn run"):
         calibration_report(tmp_path / "cnn")

@@ -8,7 +8,9 @@ import importlib.util
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -60,3 +62,44 @@ def test_cli_reference_holds_every_command_of_the_parser(site: Path):
     for name in commands:
         assert f'id="noprop-{name.replace("_", "-")}"' in cli, name
     assert "--data-dir" in cli and "--max-train-seconds" in cli
+
+
+class _Links(HTMLParser):
+    """Every ``href``/``src`` of a page and every ``id`` it defines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.targets.append(value)
+            elif name == "id" and value:
+                self.ids.add(value)
+
+
+def test_every_link_of_the_built_site_reaches_a_page_and_its_anchor(site: Path):
+    """What a reader clicking through the site would hit: every relative link and asset of every
+    built page (navigation, page bodies, run cards, API pages) resolves to a file of the site, and
+    every ``#anchor`` to an id on the target page."""
+    pages = {p: _Links() for p in site.rglob("*.html")}
+    for page, links in pages.items():
+        links.feed(page.read_text())
+    broken = []
+    for page, links in pages.items():
+        for target in links.targets:
+            parts = urlsplit(target)
+            if parts.scheme or parts.netloc or target.startswith(("mailto:", "javascript:")):
+                continue
+            base = site if parts.path.startswith("/") else page.parent  # the 404 page links from the root
+            path = (base / unquote(parts.path).lstrip("/")).resolve() if parts.path else page
+            if path.is_dir():
+                path = path / "index.html"
+            if not path.is_file():
+                broken.append(f"{page.relative_to(site)}: {target}")
+            elif parts.fragment and path.suffix == ".html" and path in pages \
+                    and unquote(parts.fragment) not in pages[path].ids:
+                broken.append(f"{page.relative_to(site)}: {target} (no such anchor)")
+    assert not broken, "\n".join(broken[:20])

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from noprop.atomic import atomic_write_json
+from noprop.atomic import write_report_files
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.data.base import batch_bounds
 from noprop.inference import InferenceOptions, accuracy, infer, inference_runs
@@ -428,13 +428,8 @@ class ChainAnalysis:
 
     def write(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
         """``analysis.json`` (atomic) and, with ``figure``, ``analysis.png`` in ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / JSON_NAME, self.to_dict())
-        written = [out / JSON_NAME]
-        if figure:
-            written.append(plot_analysis(self, out / FIGURE_NAME))
-        return written
+        draw = (FIGURE_NAME, lambda path: plot_analysis(self, path)) if figure else None
+        return write_report_files(out_dir, JSON_NAME, self.to_dict(), figure=draw)
 
     def table(self) -> str:
         """The terminal report."""

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from noprop.atomic import atomic_write_json, atomic_write_text
+from noprop.atomic import atomic_write_json, write_report_files
 from noprop.config import RunConfig, split_settings
 from noprop.data import ClassificationData, load_dataset
 from noprop.device import peak_memory_mb, resolve_device
@@ -368,8 +368,7 @@ def _write_bench(plan: BenchPlan, runs: list[dict[str, Any]], out_dir: Path, sec
         "runs": runs,
         "summary": summarize(runs, plan.methods, plan.baseline),
     }
-    atomic_write_json(out_dir / BENCH_JSON, bench)
-    atomic_write_text(out_dir / BENCH_MD, markdown_report(bench))
+    write_report_files(out_dir, BENCH_JSON, bench, markdown=(BENCH_MD, markdown_report(bench)))
     return bench
 
 

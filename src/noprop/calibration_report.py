@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 from noprop.analysis import ANALYZABLE, ChainView, cached_image_features
-from noprop.atomic import atomic_write_json
+from noprop.atomic import write_report_files
 from noprop.calibration import (
     DEFAULT_BINS,
     CalibrationMetrics,
@@ -249,13 +249,8 @@ class CalibrationReport:
 
     def write(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
         """``calibration.json`` (atomic) and, with ``figure``, ``calibration.png`` in ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / JSON_NAME, self.to_dict())
-        written = [out / JSON_NAME]
-        if figure:
-            written.append(plot_reliability(self, out / FIGURE_NAME))
-        return written
+        draw = (FIGURE_NAME, lambda path: plot_reliability(self, path)) if figure else None
+        return write_report_files(out_dir, JSON_NAME, self.to_dict(), figure=draw)
 
     def table(self) -> str:
         """The terminal report: one row per way of reporting p(y | x)."""

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from noprop._version import __version__
-from noprop.atomic import atomic_write_json, atomic_write_text
+from noprop.atomic import write_report_files
 from noprop.config import ConfigError, RunConfig
 from noprop.data import ClassificationData, DataError, load_dataset
 from noprop.inference import accuracy, standard_error
@@ -260,17 +260,14 @@ def read_report(out_dir: Path) -> list[ExperimentResult]:
 def write_report(results: list[ExperimentResult], out_dir: Path) -> list[ExperimentResult]:
     """Merge ``results`` into ``out_dir``'s table (markdown and JSON); return all its rows."""
     rows = merge_results(read_report(out_dir), results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / REPORT_JSON, {
+    commands = "\n".join(f"- {r.name}: `{r.command}` (started {r.date})" for r in rows if r.command)
+    markdown = ("# NoProp reproduction: our test accuracy next to the paper's (v1 Table 1)\n\n"
+                + markdown_table(rows)
+                + f"\nnoprop {__version__}, torch {torch.__version__}. Paper: mean ± standard error over "
+                "3 seeds × 5 inference runs at the full budget.\n\nCommands:\n\n" + commands + "\n")
+    write_report_files(out_dir, REPORT_JSON, {
         "noprop_version": __version__,
         "torch_version": torch.__version__,
         "experiments": [r.to_dict() for r in rows],
-    })
-    commands = "\n".join(f"- {r.name}: `{r.command}` (started {r.date})" for r in rows if r.command)
-    atomic_write_text(out_dir / REPORT_MD, (
-        "# NoProp reproduction: our test accuracy next to the paper's (v1 Table 1)\n\n"
-        + markdown_table(rows)
-        + f"\nnoprop {__version__}, torch {torch.__version__}. Paper: mean ± standard error over "
-        "3 seeds × 5 inference runs at the full budget.\n\nCommands:\n\n" + commands + "\n"
-    ))
+    }, markdown=(REPORT_MD, markdown))
     return rows

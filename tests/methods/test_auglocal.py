@@ -4,20 +4,20 @@ its depth and sampling rules are the paper's, and it passes the locality checker
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import make_blobs
-from noprop.api import Classifier
-from noprop.cli import main
-from noprop.config import RunConfig
+from helpers import (
+    blobs_accuracy,
+    check_trains_from_the_command_line_and_the_classifier,
+    make_blobs,
+    tiny_method,
+)
 from noprop.locality import check_locality
 from noprop.methods import METHODS
 from noprop.methods.auglocal import AugLocal, pyramid_depths, sampled_blocks
-from noprop.run import train_run
 from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
@@ -61,28 +61,15 @@ def test_auglocal_pyramid_is_checked():
 
 
 def test_auglocal_learns_tiny_data_well_above_chance():
-    data = make_blobs(n_train=128, n_test=256)  # 4 classes: chance is 0.25
-    torch.manual_seed(0)
-    config = RunConfig(method="auglocal", dataset="blobs", epochs=3, batch_size=16, lr=1e-2, progress=False,
-                       log_epochs=False, block_order="interleaved", precision="fp32", device="cpu")
-    _, results = train_run(config, None, data=data)
-    assert results["test_accuracy"] > 0.6, results["test_accuracy"]
+    accuracy = blobs_accuracy("auglocal", epochs=3, block_order="interleaved")  # chance is 0.25
+    assert accuracy > 0.6, accuracy
 
 
 def test_auglocal_passes_the_locality_checker():
-    torch.manual_seed(0)
-    report = check_locality(AugLocal(SPEC), make_blobs(n_train=16, n_test=8))
+    report = check_locality(tiny_method(AugLocal), make_blobs(n_train=16, n_test=8))
     assert report.passed and report.forward == "chained", report.table()
 
 
 def test_auglocal_trains_from_the_command_line_and_the_classifier(tmp_path: Path):
-    run_dir = tmp_path / "auglocal"
-    flags = ["--epochs", "1", "--batch-size", "256", "--quiet", "--device", "cpu", "--run-dir", str(run_dir)]
-    assert main(["train", "--method", "auglocal", *flags]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == "auglocal" and 0.0 <= results["test_accuracy"] <= 1.0
+    results = check_trains_from_the_command_line_and_the_classifier("auglocal", tmp_path, batch_size=256)
     assert results["auxiliary_blocks"] == [[2, 4], [3, 4], [4]]
-    data = make_blobs(n_train=64, n_test=32)
-    clf = Classifier(method="auglocal", epochs=1, batch_size=16, device="cpu").fit(data.train_x.numpy(),
-                                                                                 data.train_y.numpy())
-    assert clf.predict(data.test_x.numpy()).shape == (32,)

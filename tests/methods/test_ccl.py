@@ -4,30 +4,27 @@ gradient reaches exactly the two layers the docstring names, and it passes the l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from helpers import make_blobs
-from noprop.api import Classifier
-from noprop.cli import main
-from noprop.config import RunConfig
+from helpers import (
+    blobs_accuracy,
+    check_trains_from_the_command_line_and_the_classifier,
+    make_blobs,
+    tiny_method,
+)
 from noprop.locality import check_locality
 from noprop.methods import METHODS
 from noprop.methods.ccl import CounterCurrentLearning
-from noprop.run import train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SPEC = make_blobs().spec
-
 
 def tiny(**settings) -> CounterCurrentLearning:
-    torch.manual_seed(0)
-    return CounterCurrentLearning(SPEC, **{"num_layers": 3, "layer_width": 32, **settings})
+    return tiny_method(CounterCurrentLearning, **{"num_layers": 3, "layer_width": 32, **settings})
 
 
 def test_ccl_is_registered_and_claims_target_locality():
@@ -36,12 +33,8 @@ def test_ccl_is_registered_and_claims_target_locality():
 
 
 def test_ccl_learns_tiny_data_well_above_chance():
-    data = make_blobs(n_train=128, n_test=256)  # 4 classes: chance is 0.25
-    torch.manual_seed(0)
-    config = RunConfig(method="ccl", dataset="blobs", epochs=4, batch_size=16, lr=1e-2, progress=False,
-                       log_epochs=False, precision="fp32", device="cpu", num_layers=3, layer_width=64)
-    _, results = train_run(config, None, data=data)
-    assert results["test_accuracy"] > 0.6, results["test_accuracy"]
+    accuracy = blobs_accuracy("ccl", num_layers=3, layer_width=64)  # chance is 0.25
+    assert accuracy > 0.6, accuracy
 
 
 def test_feedback_network_maps_the_class_codes_down_to_input_space():
@@ -82,13 +75,5 @@ def test_ccl_passes_the_locality_checker():
 
 
 def test_ccl_trains_from_the_command_line_and_the_classifier(tmp_path: Path):
-    run_dir = tmp_path / "ccl"
-    flags = ["--epochs", "1", "--batch-size", "128", "--quiet", "--device", "cpu", "--num-layers", "2",
-             "--layer-width", "16", "--run-dir", str(run_dir)]
-    assert main(["train", "--method", "ccl", *flags]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == "ccl" and 0.0 <= results["test_accuracy"] <= 1.0
-    data = make_blobs(n_train=64, n_test=32)
-    clf = Classifier(method="ccl", epochs=1, batch_size=16, device="cpu", num_layers=2, layer_width=16)
-    clf.fit(data.train_x.numpy(), data.train_y.numpy())
-    assert clf.predict(data.test_x.numpy()).shape == (32,)
+    check_trains_from_the_command_line_and_the_classifier("ccl", tmp_path, batch_size=128, num_layers=2,
+                                                          layer_width=16)

@@ -5,7 +5,6 @@ it stops with one line naming the extra."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -14,14 +13,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from helpers import make_blobs, one_error_line
-from noprop.api import Classifier
+from helpers import (
+    blobs_accuracy,
+    check_trains_from_the_command_line_and_the_classifier,
+    make_blobs,
+    one_error_line,
+    tiny_method,
+)
 from noprop.cli import main
 from noprop.config import RunConfig
 from noprop.data import load_dataset
 from noprop.data.base import num_batches
 from noprop.methods import METHODS
-from noprop.run import train_run
 from noprop.settings import ConfigError
 
 pytest.importorskip("torchdiffeq")
@@ -34,8 +37,7 @@ SPEC = make_blobs().spec
 
 
 def tiny(**settings) -> AdjointCT:
-    torch.manual_seed(0)
-    return AdjointCT(SPEC, **{"ode_steps": 8, **settings})
+    return tiny_method(AdjointCT, **{"ode_steps": 8, **settings})
 
 
 def test_adjoint_is_registered_with_one_unit_over_the_block_and_the_readout():
@@ -46,12 +48,8 @@ def test_adjoint_is_registered_with_one_unit_over_the_block_and_the_readout():
 
 
 def test_adjoint_learns_tiny_data_well_above_chance():
-    data = make_blobs(n_train=128, n_test=256)  # 4 classes: chance is 0.25
-    torch.manual_seed(0)
-    config = RunConfig(method="ct-adjoint", dataset="blobs", epochs=4, batch_size=16, lr=1e-2, progress=False,
-                       log_epochs=False, precision="fp32", device="cpu", ode_steps=8)
-    _, results = train_run(config, None, data=data)
-    assert results["test_accuracy"] > 0.6, results["test_accuracy"]
+    accuracy = blobs_accuracy("ct-adjoint", ode_steps=8)  # chance is 0.25
+    assert accuracy > 0.6, accuracy
 
 
 def test_digits_budget_gives_the_paper_its_optimizer_steps():
@@ -135,13 +133,4 @@ def test_without_torchdiffeq_the_method_stops_with_one_line_naming_the_extra(mon
 
 
 def test_adjoint_trains_from_the_command_line_and_the_classifier(tmp_path: Path):
-    run_dir = tmp_path / "adjoint"
-    flags = ["--epochs", "1", "--batch-size", "256", "--quiet", "--device", "cpu", "--ode-steps", "2",
-             "--run-dir", str(run_dir)]
-    assert main(["train", "--method", "ct-adjoint", *flags]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == "ct-adjoint" and 0.0 <= results["test_accuracy"] <= 1.0
-    data = make_blobs(n_train=64, n_test=32)
-    clf = Classifier(method="ct-adjoint", epochs=1, batch_size=16, device="cpu", ode_steps=2)
-    clf.fit(data.train_x.numpy(), data.train_y.numpy())
-    assert clf.predict(data.test_x.numpy()).shape == (32,)
+    check_trains_from_the_command_line_and_the_classifier("ct-adjoint", tmp_path, batch_size=256, ode_steps=2)

@@ -4,29 +4,26 @@ fails Lee et al.'s gradient step at the top and a target that keeps its gradient
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import make_blobs
-from noprop.api import Classifier
-from noprop.cli import main
-from noprop.config import RunConfig
+from helpers import (
+    blobs_accuracy,
+    check_trains_from_the_command_line_and_the_classifier,
+    make_blobs,
+    tiny_method,
+)
 from noprop.locality import check_locality
 from noprop.methods import METHODS
 from noprop.methods.dtp import DifferenceTargetPropagation
-from noprop.run import train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SPEC = make_blobs().spec
-
 
 def tiny(**settings) -> DifferenceTargetPropagation:
-    torch.manual_seed(0)
-    return DifferenceTargetPropagation(SPEC, **{"num_layers": 3, "layer_width": 32, **settings})
+    return tiny_method(DifferenceTargetPropagation, **{"num_layers": 3, "layer_width": 32, **settings})
 
 
 def test_dtp_is_registered_and_claims_target_locality():
@@ -35,12 +32,8 @@ def test_dtp_is_registered_and_claims_target_locality():
 
 
 def test_dtp_learns_tiny_data_well_above_chance():
-    data = make_blobs(n_train=128, n_test=256)  # 4 classes: chance is 0.25
-    torch.manual_seed(0)
-    config = RunConfig(method="dtp", dataset="blobs", epochs=4, batch_size=16, lr=1e-2, progress=False,
-                       log_epochs=False, precision="fp32", device="cpu", num_layers=3, layer_width=64)
-    _, results = train_run(config, None, data=data)
-    assert results["test_accuracy"] > 0.6, results["test_accuracy"]
+    accuracy = blobs_accuracy("dtp", num_layers=3, layer_width=64)  # chance is 0.25
+    assert accuracy > 0.6, accuracy
 
 
 def test_difference_correction_leaves_activities_as_targets_when_the_output_is_on_target():
@@ -59,7 +52,7 @@ def test_targets_follow_the_formulas():
     h = method.activities(x)
     t = method.targets(h, y)
     L = method.depth
-    onehot = torch.nn.functional.one_hot(y, SPEC.num_classes).float()
+    onehot = torch.nn.functional.one_hot(y, method.spec.num_classes).float()
     torch.testing.assert_close(t[L], h[L] - 0.5 * (h[L].softmax(1) - onehot))
     g = lambda layer, a: torch.tanh(method.inverse(layer)(a))  # noqa: E731
     torch.testing.assert_close(t[L - 1], h[L - 1] + g(L, t[L]) - g(L, h[L]))
@@ -102,13 +95,5 @@ def test_checker_flags_a_target_that_keeps_its_gradient(monkeypatch):
 
 
 def test_dtp_trains_from_the_command_line_and_the_classifier(tmp_path: Path):
-    run_dir = tmp_path / "dtp"
-    flags = ["--epochs", "1", "--batch-size", "128", "--quiet", "--device", "cpu", "--num-layers", "2",
-             "--layer-width", "16", "--run-dir", str(run_dir)]
-    assert main(["train", "--method", "dtp", *flags]) == 0
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == "dtp" and 0.0 <= results["test_accuracy"] <= 1.0
-    data = make_blobs(n_train=64, n_test=32)
-    clf = Classifier(method="dtp", epochs=1, batch_size=16, device="cpu", num_layers=2, layer_width=16)
-    clf.fit(data.train_x.numpy(), data.train_y.numpy())
-    assert clf.predict(data.test_x.numpy()).shape == (32,)
+    check_trains_from_the_command_line_and_the_classifier("dtp", tmp_path, batch_size=128, num_layers=2,
+                                                          layer_width=16)

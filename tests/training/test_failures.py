@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -10,7 +11,7 @@ import torch
 
 from helpers import make_blobs, one_error_line, tiny_config, write_npz
 from noprop import atomic as atomic_module
-from noprop.atomic import atomic_write_text
+from noprop.atomic import atomic_write_text, write_report_files
 from noprop.cli import main
 from noprop.run import build_trainer, train_run
 from noprop.saved_run import CHECKPOINT, METRICS, CheckpointError, SavedRun
@@ -104,6 +105,26 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, monke
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_report_files_land_in_order_in_a_new_directory_and_a_failed_write_keeps_the_old(tmp_path,
+                                                                                        monkeypatch):
+    out = tmp_path / "new" / "report"
+    paths = write_report_files(out, "r.json", {"b": 1, "a": 2}, markdown=("r.md", "# old\n"),
+                               figure=("r.png", lambda path: path.write_bytes(b"png")))
+    assert paths == [out / "r.json", out / "r.md", out / "r.png"]
+    assert (out / "r.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+    assert (out / "r.md").read_text() == "# old\n" and (out / "r.png").read_bytes() == b"png"
+    assert write_report_files(out, "only.json", []) == [out / "only.json"]
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic_module.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_report_files(out, "r.json", {"c": 3}, markdown=("r.md", "# new\n"))
+    assert json.loads((out / "r.json").read_text()) == {"a": 2, "b": 1}
+    assert sorted(os.listdir(out)) == ["only.json", "r.json", "r.md", "r.png"]
 
 
 def test_temporaries_of_a_killed_write_are_removed_by_the_next_run(cli_run):

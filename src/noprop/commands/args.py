@@ -1,5 +1,6 @@
-"""Argument helpers shared by every command: the one-line-error parser, typed values, and the
-flags generated from the configuration fields.
+"""Argument helpers shared by every command: the one-line-error parser, typed values, the
+flags generated from the configuration fields, and the arguments and output of the commands that
+measure a trained run and write a report (``noprop analyze``, ``noprop calibration``).
 
 Each :func:`~noprop.settings.setting` field of :class:`~noprop.config.RunConfig` and of every
 method's config becomes one flag (``num_blocks`` -> ``--num-blocks``, plus ``-T``); its help is the
@@ -13,12 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from noprop.config import RunConfig
 from noprop.data import DATASETS, DataError, check_dataset
+from noprop.device import check_device
 from noprop.methods import METHODS
 from noprop.settings import ConfigError, check_value, coerce, field_type, setting_fields
 
@@ -63,6 +66,12 @@ def check_steps(steps: int | list[int] | None, config: RunConfig, what: str | Pa
     if steps is not None and config.sampler_steps is None:
         raise UsageError(f"{flag} sets the sampler steps of CT and FM models; {what} is a "
                          f"{config.method} model, which has none")
+
+
+def refuse_negative(value: int, flag: str) -> None:
+    """Refuse a count ``flag`` below 0 (0 is allowed: it switches the part off)."""
+    if value < 0:
+        raise UsageError(f"{flag} must be 0 or more, got {value}")
 
 
 def dataset_name(text: str) -> str:
@@ -182,3 +191,57 @@ def refuse_multiprocess_flags(overrides: dict[str, Any], how: str) -> None:
     flags = [f"--{k.replace('_', '-')}" for k in MULTIPROCESS_SETTINGS if k in overrides]
     if flags:
         raise UsageError(f"{' and '.join(flags)} split the work between processes; {how}")
+
+
+# -- the commands that measure a trained run and write a report -----------------------------------
+
+
+class RunReport(Protocol):
+    """What such a command prints and writes (``ChainAnalysis``, ``CalibrationReport``)."""
+
+    def table(self) -> str: ...
+
+    def write(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]: ...
+
+
+def add_run_input_args(p: argparse.ArgumentParser, *, samples_help: str) -> None:
+    """The run measured and its test data: ``path``, ``--data-dir``, ``--samples`` (``samples_help``)."""
+    p.add_argument("path", type=Path, help="run directory or checkpoint file (dt, ct or fm)")
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="data root or dataset folder (default: the run's)")
+    p.add_argument("--samples", type=positive_int, default=None, metavar="N", help=samples_help)
+
+
+def add_report_output_args(p: argparse.ArgumentParser, *, files: str) -> None:
+    """Where it runs and what it writes: ``--device``, ``--out`` (for ``files``), ``--no-figure``,
+    ``-q``."""
+    p.add_argument("--device", type=check_device, default="cpu", metavar="DEVICE",
+                   help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"where to write {files} (default: the run directory)")
+    p.add_argument("--no-figure", dest="figure", action="store_false", help="write no figure")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def existing_run_path(args: argparse.Namespace) -> Path:
+    """``args.path``, refused in one line if it does not exist."""
+    if not args.path.exists():
+        raise UsageError(f"{args.path} does not exist")
+    return args.path
+
+
+def progress_printer(args: argparse.Namespace, command: str) -> Callable[[str], None] | None:
+    """Progress lines ``noprop COMMAND: ...`` on stderr, or ``None`` with ``--quiet``."""
+    if args.quiet:
+        return None
+    return lambda line: print(f"noprop {command}: {line}", file=sys.stderr)
+
+
+def print_and_write_report(report: RunReport, args: argparse.Namespace) -> int:
+    """Print the report's table, write its files to ``--out`` (default: the run directory) and
+    print their paths; the command's exit code."""
+    print(report.table())
+    out = args.out or (args.path if args.path.is_dir() else args.path.parent)
+    for path in report.write(out, figure=args.figure):
+        print(path)
+    return 0

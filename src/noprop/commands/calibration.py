@@ -8,11 +8,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from noprop.commands.args import UsageError, positive_int
-from noprop.device import PRECISIONS, check_device
+from noprop.commands.args import (
+    UsageError,
+    add_report_output_args,
+    add_run_input_args,
+    existing_run_path,
+    positive_int,
+    print_and_write_report,
+    progress_printer,
+    refuse_negative,
+)
+from noprop.device import PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "on the even-indexed test examples (or on training examples), every number is "
                        "measured on the odd ones. Prints a table; writes calibration.json and "
                        "calibration.png.")
-    p.add_argument("path", type=Path, help="run directory or checkpoint file (dt, ct or fm)")
-    p.add_argument("--data-dir", dest="data_dir", default=None,
-                   help="data root or dataset folder (default: the run's)")
-    p.add_argument("--samples", type=positive_int, default=None, metavar="N",
-                   help="use the first N test examples (default: all)")
+    add_run_input_args(p, samples_help="use the first N test examples (default: all)")
     p.add_argument("--passes", type=positive_int, default=10, metavar="K",
                    help="stochastic passes of the class frequency and the mean softmax (default: 10)")
     p.add_argument("--seed", type=int, default=None,
@@ -42,12 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training examples the *_t_train temperatures are fitted on (0: none; default 2000)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp32, bf16 (autocast) or auto; default: the run's")
-    p.add_argument("--device", type=check_device, default="cpu", metavar="DEVICE",
-                   help="auto, cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where to write calibration.json and calibration.png (default: the run directory)")
-    p.add_argument("--no-figure", dest="figure", action="store_false", help="write no figure")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    add_report_output_args(p, files="calibration.json and calibration.png")
     p.set_defaults(handler=cmd_calibration)
 
 
@@ -55,20 +53,13 @@ def cmd_calibration(args: argparse.Namespace) -> int:
     from noprop.calibration_report import CalibrationError, calibration_report
     from noprop.device import resolve_device
 
-    if args.train_samples < 0:
-        raise UsageError(f"--train-samples must be 0 or more, got {args.train_samples}")
-    if not args.path.exists():
-        raise UsageError(f"{args.path} does not exist")
-    progress = None if args.quiet else (lambda line: print(f"noprop calibration: {line}", file=sys.stderr))
+    refuse_negative(args.train_samples, "--train-samples")
     try:
-        report = calibration_report(args.path, data_dir=args.data_dir, samples=args.samples,
+        report = calibration_report(existing_run_path(args), data_dir=args.data_dir, samples=args.samples,
                                     passes=args.passes, seed=args.seed, steps=args.steps,
                                     train_samples=args.train_samples, precision=args.precision,
-                                    device=resolve_device(args.device), progress=progress)
+                                    device=resolve_device(args.device),
+                                    progress=progress_printer(args, "calibration"))
     except CalibrationError as err:
         raise UsageError(str(err)) from None
-    print(report.table())
-    out = args.out or (args.path if args.path.is_dir() else args.path.parent)
-    for path in report.write(out, figure=args.figure):
-        print(path)
-    return 0
+    return print_and_write_report(report, args)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig, hidden_layers_setting, layer_width_setting
+from noprop.methods.config import layer_stack_config
 from noprop.settings import setting
 from noprop.spec import DataSpec
 
@@ -45,11 +45,9 @@ REFERENCE_WIDTH = 256
 
 
 @dataclass(frozen=True)
-class CCLConfig(MethodConfig):
+class CCLConfig(layer_stack_config(num_layers=5, layer_width=256)):
     """The authors' MNIST MLP (5 x 256 ELU, no biases) and their pair weight 0.5 by default."""
 
-    num_layers: int = hidden_layers_setting(5)
-    layer_width: int = layer_width_setting(256)
     ccl_pairing: str = setting("classes", "ccl: compare a layer's activity with the feedback activities "
                                "of all classes by similarity (the authors' classification loss) or with "
                                "its own class's by squared difference", choices=PAIRINGS)
@@ -68,7 +66,7 @@ class CounterCurrentLearning(Method):
 
     def __init__(self, spec: DataSpec, config: CCLConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
-        sizes = [spec.input_size, *[self.config.layer_width] * self.config.num_layers, spec.num_classes]
+        sizes = self.config.layer_sizes(spec.input_size, spec.num_classes)
         self.forward_layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in pairwise(sizes))
         self.feedback_layers = nn.ModuleList(nn.Linear(b, a, bias=False) for a, b in pairwise(sizes))
 

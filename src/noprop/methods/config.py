@@ -11,8 +11,8 @@ setting the method does not take, naming the ones it does::
     >>> CTConfig.build("ct", {"num_blocks": 5})
     ConfigError: method ct does not take num_blocks; it takes: conv_padding, embedding, ...
 
-The shared pieces below (the encoder; the class embedding) are mixins, so a default such as the
-paper's ``embedding_dim = 20`` is written once.
+The shared pieces below (the encoder; the class embedding; a fully connected network's layers)
+are bases, so a default such as the paper's ``embedding_dim = 20`` is written once.
 """
 
 from __future__ import annotations
@@ -113,12 +113,24 @@ class EmbeddingConfig(EncoderConfig):
                                  "fix d themselves and ignore it", positive=True, shape=True)
 
 
-def hidden_layers_setting(default: int) -> Any:
-    """``num_layers`` of a fully connected method (ff, dtp, ccl), each with its paper's default."""
-    return setting(default, "hidden layers of the fully connected network", positive=True, shape=True)
+def layer_stack_config(num_layers: int, layer_width: int) -> type[MethodConfig]:
+    """The config base of a fully connected method (ff, dtp, ccl): ``num_layers`` hidden layers of
+    ``layer_width`` units, the defaults its paper's network::
 
+        @dataclass(frozen=True)
+        class DTPConfig(layer_stack_config(num_layers=7, layer_width=240)): ...
+    """
+    layers, width = num_layers, layer_width  # in the class body the fields shadow these names
 
-def layer_width_setting(default: int) -> Any:
-    """``layer_width`` of a fully connected method (ff, dtp, ccl), each with its paper's default."""
-    return setting(default, "units per hidden layer of the fully connected network", positive=True,
-                   shape=True)
+    @dataclass(frozen=True)
+    class LayerStackConfig(MethodConfig):
+        num_layers: int = setting(layers, "hidden layers of the fully connected network", positive=True,
+                                  shape=True)
+        layer_width: int = setting(width, "units per hidden layer of the fully connected network",
+                                   positive=True, shape=True)
+
+        def layer_sizes(self, inputs: int, outputs: int | None = None) -> list[int]:
+            """``[inputs, layer_width, ..., layer_width(, outputs)]``: each layer's input and output size."""
+            return [inputs, *[self.layer_width] * self.num_layers, *([] if outputs is None else [outputs])]
+
+    return LayerStackConfig

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig, hidden_layers_setting, layer_width_setting
+from noprop.methods.config import layer_stack_config
 from noprop.settings import setting
 from noprop.spec import DataSpec
 
@@ -49,12 +49,10 @@ TOP_TARGETS = ("inverse", "gradient")
 
 
 @dataclass(frozen=True)
-class DTPConfig(MethodConfig):
+class DTPConfig(layer_stack_config(num_layers=7, layer_width=240)):
     """Lee et al.'s MNIST network (7 x 240 tanh) by default; the step and noise are the run's choices
     where the papers tuned theirs (docs/methods.md)."""
 
-    num_layers: int = hidden_layers_setting(7)
-    layer_width: int = layer_width_setting(240)
     dtp_target_step: float = setting(0.1, "dtp: step eta of the output target t_L = h_L - eta dCE_i/dh_L",
                                      positive=True)
     dtp_noise: float = setting(0.36, "dtp: std of the noise the inverses learn to undo", minimum=0)
@@ -81,7 +79,7 @@ class DifferenceTargetPropagation(Method):
 
     def __init__(self, spec: DataSpec, config: DTPConfig | None = None, **settings: object) -> None:
         super().__init__(spec, config, **settings)
-        sizes = [spec.input_size, *[self.config.layer_width] * self.config.num_layers, spec.num_classes]
+        sizes = self.config.layer_sizes(spec.input_size, spec.num_classes)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         # inverses[k] is g_{k+2}: layer k+2's space back to layer k+1's (none for the input)
         inverse_of = range(2, len(sizes)) if self.config.dtp_top == "inverse" else range(2, len(sizes) - 1)

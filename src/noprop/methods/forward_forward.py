@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from noprop.methods.base import LossOutput, Method, TrainingUnit
-from noprop.methods.config import MethodConfig, hidden_layers_setting, layer_width_setting
+from noprop.methods.config import layer_stack_config
 from noprop.settings import setting
 from noprop.spec import DataSpec
 
@@ -50,11 +50,9 @@ NEGATIVE_LABELS = ("uniform", "hard")
 
 
 @dataclass(frozen=True)
-class FFConfig(MethodConfig):
+class FFConfig(layer_stack_config(num_layers=4, layer_width=2000)):
     """The network of Forward-Forward; the defaults are Hinton's MNIST net, 4 hidden layers of 2000 ReLUs."""
 
-    num_layers: int = hidden_layers_setting(4)
-    layer_width: int = layer_width_setting(2000)
     ff_negatives: str = setting("uniform", "ff: negative labels uniform among the wrong classes, or hard: "
                                 "drawn in proportion to the network's own probability that the pair "
                                 "is positive (Hinton 2022)", choices=NEGATIVE_LABELS)
@@ -93,7 +91,7 @@ class ForwardForward(Method):
                 f"Forward-Forward writes the label into the first {spec.num_classes} input values; "
                 f"images of {spec.input_size} values are too small"
             )
-        sizes = [spec.input_size, *[self.config.layer_width] * self.config.num_layers]
+        sizes = self.config.layer_sizes(spec.input_size)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
