@@ -8,6 +8,9 @@ Three checks, each one command:
 * ``--check scales``: the size of what the block's head reads at the start: image features, the
   z branch (z ~ N(0, I) and z on the simplex), the time branch, and how much the logits vary
   across images.
+* ``--check classes --run RUN_DIR``: a saved run's test accuracy per class, and how close z_1 sits
+  to a vertex of the simplex (mean of its largest coordinate): a class whose images all land,
+  confidently, on another class's vertex gets almost no gradient through the softmax.
 * ``--check train --variant V``: a plain AdamW loop (lr 1e-3, weight decay 1e-3, batch 64, fp32,
   one seed) over the digits, test accuracy after each epoch; ``V`` is ``ode`` (the method:
   ``odeint_adjoint`` from z_0 ~ N(0, I)), ``direct`` (no ODE: z_1 = u_hat(x, 0, t = 1), then the
@@ -18,6 +21,7 @@ Three checks, each one command:
     OMP_NUM_THREADS=1 python benchmarks/ct_adjoint_diagnostics.py --check gradient --steps 100 1000
     OMP_NUM_THREADS=1 python benchmarks/ct_adjoint_diagnostics.py --check scales
     OMP_NUM_THREADS=1 python benchmarks/ct_adjoint_diagnostics.py --check train --variant direct --epochs 4
+    OMP_NUM_THREADS=1 python benchmarks/ct_adjoint_diagnostics.py --check classes --run runs/adj-t100
 """
 import argparse
 import json
@@ -31,6 +35,7 @@ from noprop.blocks import sinusoidal_time_embedding
 from noprop.data import load_dataset
 from noprop.methods import ct_adjoint
 from noprop.methods.ct_adjoint import RATE, AdjointCT, LabelField
+from noprop.saved_run import load_run
 
 VARIANTS = ("ode", "direct", "logits", "ode-linear")
 
@@ -81,6 +86,17 @@ def check_scales(data) -> None:
     }), flush=True)
 
 
+@torch.no_grad()
+def check_classes(data, run: str) -> None:
+    method = load_run(run).method.eval()
+    z1 = method.solve(data.test_x, adjoint=False, generator=torch.Generator().manual_seed(1234))
+    predicted = method.classifier(z1).argmax(1)
+    per_class = [round((predicted[data.test_y == c] == c).float().mean().item(), 4)
+                 for c in range(data.spec.num_classes)]
+    print(json.dumps({"run": run, "test_accuracy": (predicted == data.test_y).float().mean().item(),
+                      "per_class": per_class, "mean_largest_z1": z1.max(1).values.mean().item()}), flush=True)
+
+
 def logits_of(method: AdjointCT, x: Tensor, variant: str, generator: torch.Generator | None = None) -> Tensor:
     """The classifier's logits (``logits``: the block's own)."""
     if variant in ("ode", "ode-linear"):
@@ -123,7 +139,8 @@ def check_train(data, variant: str, epochs: int, steps: int, lr: float, seed: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", choices=("gradient", "scales", "train"), required=True)
+    ap.add_argument("--check", choices=("gradient", "scales", "train", "classes"), required=True)
+    ap.add_argument("--run", help="classes: a run directory of noprop train --method ct-adjoint")
     ap.add_argument("--variant", choices=VARIANTS, default="ode")
     ap.add_argument("--steps", type=int, nargs="+", default=[100], help="ODE steps (gradient: each)")
     ap.add_argument("--epochs", type=int, default=4)
@@ -133,6 +150,8 @@ def main() -> None:
     data = load_dataset("digits")
     if args.check == "gradient":
         check_gradient(data, args.steps)
+    elif args.check == "classes":
+        check_classes(data, args.run)
     elif args.check == "scales":
         check_scales(data)
     else:
