@@ -182,3 +182,16 @@ def test_a_bench_run_stopped_after_a_checkpoint_goes_on_from_it(tmp_path, monkey
     assert record["resumed"] and record["epochs"] == 2.0
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2  # header, epoch 1 from before the stop, epoch 2 after it
+
+
+def test_markdown_report_of_a_stopped_bench_tells_methods_not_run_from_failed_ones():
+    runs = [_run("backprop", 0, 0.95, 20, 400), {"method": "ff", "repeat": 0, "failed": True}]
+    bench = {"plan": {"config": {"dataset": "mnist", "epochs": 5, "num_threads": 2}, "repeats": 1,
+                      "train_subset": None, "test_subset": None, "baseline": "backprop"},
+             "machine": {"processor": "x86_64", "cpu": "AMD EPYC 9B14", "cpu_count": 2,
+                         "torch_version": "2.x", "date_utc": "2026-01-01 00:00 UTC"},
+             "summary": summarize(runs, ["backprop", "ff", "dt"])}
+    lines = markdown_report(bench).splitlines()
+    assert next(line for line in lines if line.startswith("| ff |")).startswith("| ff | failed (1 run(s)) |")
+    assert next(line for line in lines if line.startswith("| dt |")).startswith("| dt | not run yet |")
+    assert any(line.startswith("Machine: AMD EPYC 9B14, 2 CPU(s), 2 torch thread(s)") for line in lines)

@@ -426,7 +426,8 @@ def markdown_report(bench: dict[str, Any]) -> str:
         f"Dataset {cfg.get('dataset', 'digits')}; budget: {' and '.join(budget) or 'method defaults'}; "
         f"{plan['repeats']} repeat(s) per method (seed {cfg.get('seed', 0)} + repeat)"
         + (f"; {subsets}" if subsets else "") + ".",
-        f"Machine: {machine['processor']}, {machine['cpu_count']} CPU(s)"
+        f"Machine: {machine.get('cpu') or machine['processor']}, {machine['cpu_count']} CPU(s)"
+        + (f", {cfg['num_threads']} torch thread(s)" if cfg.get("num_threads") else "")
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + f"; torch {machine['torch_version']}; {machine['date_utc']}.",
         "",
@@ -436,7 +437,8 @@ def markdown_report(bench: dict[str, Any]) -> str:
     ]
     for row in bench["summary"]:
         if not row["runs"]:
-            lines.append(f"| {row['method']} | failed ({row['failed']} run(s)) |" + " – |" * 9)
+            what = f"failed ({row['failed']} run(s))" if row["failed"] else "not run yet"
+            lines.append(f"| {row['method']} | {what} |" + " – |" * 9)
             continue
         ratios = row.get("ratios", {})
         acc = f"{100 * row['test_accuracy']:.2f} ± {100 * row['test_accuracy_std']:.2f}"
