@@ -40,31 +40,68 @@ from torch.nn import functional as F
 from noprop.methods.base import LossOutput
 from noprop.methods.config import ConvPaddingConfig
 from noprop.methods.local import LocalLearning
-from noprop.settings import setting
+from noprop.settings import ConfigError, setting
 
 
 @dataclass(frozen=True)
 class FGConfig(ConvPaddingConfig):
     fg_tangents: int = setting(1, "fg: random tangents per example and step whose forward-gradient "
                                "estimates are averaged (the paper: 1)", positive=True)
+    fg_groups: int = setting(1, "fg: feature groups of a block's output, each with its own directional "
+                             "derivative (the paper's local losses on groups; 1: one for the whole output)",
+                             positive=True)
+    fg_patches: bool = setting(False, "fg: each of the conv heads' 2x2 pooling cells is its own patch "
+                               "with its own directional derivative (the paper's spatial local losses)")
+    fg_active_only: bool = setting(True, "fg: tangent only on a block's non-zero outputs (the paper's "
+                                   "tangent before the ReLU: the same expectation, less variance)")
 
 
-def activity_forward_gradient(head: nn.Module, z: Tensor, y: Tensor, tangent: Tensor) -> Tensor:
-    """``g_z = (dL_i/dz_i . u_i) u_i`` for the mean cross-entropy ``L`` of ``head`` on ``z``.
+def activity_forward_gradient(head: nn.Module, z: Tensor, y: Tensor, tangent: Tensor,
+                              partition: Tensor | None = None) -> Tensor:
+    """``g_z = sum_k (dL_i/dz_ik . u_ik) u_ik`` for the mean cross-entropy ``L`` of ``head`` on ``z``.
 
-    The directional derivatives come from one forward-mode JVP of the per-example losses, with
-    ``head``'s parameters held fixed; nothing is back-propagated.
+    ``partition`` (integer ids 0..K-1 shaped like one example's ``z``; ``None``: one part) splits
+    the activations into K parts, each with its own directional derivative: every part's estimate
+    is unbiased, and the variance of ``(g . u) u`` grows with the number of elements it spans
+    (E||(g.u)u - g||^2 = (n + 1)||g||^2 for u ~ N(0, I_n)), so K parts divide it by about K.
+    The derivatives come from one forward-mode JVP of the per-example losses, with ``head``'s
+    parameters held fixed and the K parts' tangents stacked along the batch (the head acts on each
+    example alone); nothing is back-propagated.
     """
     params = {name: p.detach() for name, p in head.named_parameters()}
     buffers = dict(head.named_buffers())
-    batch = z.shape[0]
+    batch, shape = z.shape[0], z.shape[1:]
+    if partition is None:
+        partition = torch.zeros(shape, dtype=torch.long, device=z.device)
+    parts = int(partition.max()) + 1
+    masks = F.one_hot(partition, parts).movedim(-1, 0).unsqueeze(1).to(tangent.dtype)  # (K, 1, *shape)
+    labels = y.repeat(parts)
 
     def per_example(activations: Tensor) -> Tensor:
         logits = functional_call(head, (params, buffers), (activations,))
-        return F.cross_entropy(logits, y, reduction="none") / batch
+        return F.cross_entropy(logits, labels, reduction="none") / batch
 
-    _, directional = jvp(per_example, (z.detach(),), (tangent,))
-    return directional.detach().reshape(batch, *([1] * (z.dim() - 1))) * tangent
+    stacked = z.detach().expand(parts, *z.shape).reshape(parts * batch, *shape)
+    _, directional = jvp(per_example, (stacked,), ((masks * tangent).reshape(parts * batch, *shape),))
+    derivatives = directional.detach().reshape(parts, batch)  # part k of example i: dL_i/dz_ik . u_ik
+    return derivatives.T[:, partition] * tangent
+
+
+def output_partition(shape: torch.Size, groups: int, patches: bool, device: torch.device) -> Tensor:
+    """Part ids of one example's block output: ``groups`` contiguous feature (channel) groups, times
+    the 2x2 spatial cells of a conv output when ``patches`` (the heads pool to 2x2)."""
+    features = shape[0]
+    if groups > features:
+        raise ConfigError(f"fg_groups is {groups}, more than a block's {features} output features")
+    group = torch.arange(features, device=device) * groups // features
+    if len(shape) == 1:
+        return group
+    height, width = shape[1], shape[2]
+    cell = (torch.arange(height, device=device)[:, None] * 2 // height * 2
+            + torch.arange(width, device=device)[None, :] * 2 // width)
+    if not patches:
+        cell = torch.zeros_like(cell)
+    return group[:, None, None] * 4 + cell[None]
 
 
 class ForwardGradient(LocalLearning):
@@ -80,9 +117,16 @@ class ForwardGradient(LocalLearning):
         z = self.blocks[unit](x)
         head = self.heads[unit]
         ce = F.cross_entropy(head(z.detach()), y)  # the head's exact gradient
-        tangents = self.config.fg_tangents
-        g = sum(activity_forward_gradient(head, z.float(), y, torch.randn_like(z, dtype=torch.float32))
-                for _ in range(tangents)) / tangents
+        config = self.config
+        zf = z.detach().float()
+        partition = output_partition(zf.shape[1:], config.fg_groups, config.fg_patches, zf.device)
+        g = torch.zeros_like(zf)
+        for _ in range(config.fg_tangents):
+            tangent = torch.randn_like(zf)
+            if config.fg_active_only:  # a zero output (ReLU off, dropped) passes no gradient back
+                tangent = tangent * (zf != 0)
+            g += activity_forward_gradient(head, zf, y, tangent, partition)
+        g /= config.fg_tangents
         inner = (z.float() * g).sum()  # its gradient wrt the block is the VJP of g through the block
         loss = ce + (inner - inner.detach())
         return LossOutput(loss=loss, terms={"ce": ce.detach()})
