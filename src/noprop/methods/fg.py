@@ -4,11 +4,17 @@ Ren, Kornblith, Liao & Hinton, "Scaling Forward Gradient With Local Losses", ICL
 has a local loss, the cross-entropy of a local linear classifier on its (pooled) output z. The
 block's weights are updated with the *activity-perturbed forward gradient*:
 
-1. sample a random tangent u ~ N(0, I) on the block's output activations z;
-2. get the directional derivative of the local loss along u in forward mode
-   (:func:`torch.func.jvp` through the local classifier; no backward pass), one per example
-   (the loss is a sum of per-example terms, so example i's derivative is ``dL_i/dz_i . u_i``);
-3. estimate the activations' gradient as ``g_z = (dL/dz . u) u`` (unbiased: E[u u^T] = I);
+1. sample a random tangent u ~ N(0, I) on the block's output activations z, zero where z is zero
+   (the paper perturbs before the ReLU: an inactive or dropped unit passes no gradient back, so
+   its tangent would only add variance);
+2. get the directional derivatives of the local loss along u in forward mode
+   (:func:`torch.func.jvp` through the local classifier; no backward pass), one per example and
+   per *part* of z: ``fg_groups`` channel groups times, with ``fg_patches``, the conv heads' 2x2
+   pooling cells. This is the paper's local losses on feature groups and spatial patches with its
+   stop-gradient arrangement: part k's loss is the block's loss with every other part detached, so
+   its gradient on part k is the block loss's, and each part's ``(dL/dz_k . u_k) u_k`` is unbiased
+   with a variance that grows with the part's size, not the block's;
+3. estimate the activations' gradient as ``g_z = sum_k (dL/dz_k . u_k) u_k`` (E[u u^T] = I);
 4. propagate it to the block's own weights with one local vector-Jacobian product of the block
    (``z.backward(g_z)`` on the block's own graph only).
 
@@ -21,11 +27,17 @@ The trainer calls ``backward`` on the returned loss, so :meth:`ForwardGradient.u
 surrogate whose value is the local cross-entropy and whose gradient is exactly the estimate above:
 ``ce(head(z.detach())) + <z, g_z> - <z, g_z>.detach()``.
 
-What differs from the paper: one local loss per block and no local losses on spatial patches, no
-feature groups, no stop-gradient inside a block (a block of several layers gets the exact VJP of
-its whole graph from ``g_z``), one tangent per example per step, a linear head on 2x2 pooled
-features (the paper's heads pool and use a small MLP), and the run's optimiser (AdamW by default).
-The tangent is on the block's output after its ReLU, pooling and dropout.
+Why the parts matter (docs/results/2026-12-03-cpu/comparators/README.md): with one derivative
+for a whole block output of n = 256-1024 activations the estimate's variance is about n times the
+gradient's square, and AdamW, which scales every weight's step to about lr whatever its noise,
+turns that noise into a random walk that wrecks the wide blocks' features (worse than leaving
+them at their initialisation).
+
+What differs from the paper: patches are the heads' 2x2 pooling cells, not every position; the
+classifier of every part is the block's one head (the paper's too share one, on pooled features);
+a block of several layers gets the exact VJP of ``g_z`` through its whole graph (ours have one
+weight layer each, so no stop-gradient inside a block is needed); a linear head on 2x2 pooled
+features; the run's optimiser (AdamW; the paper: SGD with momentum and a cosine schedule).
 """
 
 from __future__ import annotations
@@ -47,10 +59,10 @@ from noprop.settings import ConfigError, setting
 class FGConfig(ConvPaddingConfig):
     fg_tangents: int = setting(1, "fg: random tangents per example and step whose forward-gradient "
                                "estimates are averaged (the paper: 1)", positive=True)
-    fg_groups: int = setting(1, "fg: feature groups of a block's output, each with its own directional "
+    fg_groups: int = setting(32, "fg: feature groups of a block's output, each with its own directional "
                              "derivative (the paper's local losses on groups; 1: one for the whole output)",
                              positive=True)
-    fg_patches: bool = setting(False, "fg: each of the conv heads' 2x2 pooling cells is its own patch "
+    fg_patches: bool = setting(True, "fg: each of the conv heads' 2x2 pooling cells is its own patch "
                                "with its own directional derivative (the paper's spatial local losses)")
     fg_active_only: bool = setting(True, "fg: tangent only on a block's non-zero outputs (the paper's "
                                    "tangent before the ReLU: the same expectation, less variance)")
