@@ -105,6 +105,7 @@ def test_forward_gradient_unit_reports_cross_entropy_and_moves_block_by_vjp_of_t
     parts = output_partition(z.shape[1:], 32, True, z.device)
     cells = torch.tensor([[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2)  # channel 0's 4x4 map in 2x2 cells
     assert int(parts.max()) + 1 == 128 and (parts[0] == cells).all() and (parts[1] == cells + 4).all()
+    assert output_partition(z.shape[1:], 8, False, z.device).unique().tolist() == list(range(8))
     g = activity_forward_gradient(method.heads[0], z, y, torch.randn_like(z) * (z != 0), parts)
     z.backward(g)
     for got, want in zip(grads, (p.grad for p in method.blocks[0].parameters()), strict=True):

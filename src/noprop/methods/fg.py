@@ -109,10 +109,10 @@ def output_partition(shape: torch.Size, groups: int, patches: bool, device: torc
     if len(shape) == 1:
         return group
     height, width = shape[1], shape[2]
+    if not patches:
+        return group[:, None, None].expand(features, height, width)
     cell = (torch.arange(height, device=device)[:, None] * 2 // height * 2
             + torch.arange(width, device=device)[None, :] * 2 // width)
-    if not patches:
-        cell = torch.zeros_like(cell)
     return group[:, None, None] * 4 + cell[None]
 
 
