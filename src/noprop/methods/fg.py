@@ -4,11 +4,17 @@ Ren, Kornblith, Liao & Hinton, "Scaling Forward Gradient With Local Losses", ICL
 has a local loss, the cross-entropy of a local linear classifier on its (pooled) output z. The
 block's weights are updated with the *activity-perturbed forward gradient*:
 
-1. sample a random tangent u ~ N(0, I) on the block's output activations z;
-2. get the directional derivative of the local loss along u in forward mode
-   (:func:`torch.func.jvp` through the local classifier; no backward pass), one per example
-   (the loss is a sum of per-example terms, so example i's derivative is ``dL_i/dz_i . u_i``);
-3. estimate the activations' gradient as ``g_z = (dL/dz . u) u`` (unbiased: E[u u^T] = I);
+1. sample a random tangent u ~ N(0, I) on the block's output activations z, zero where z is zero
+   (the paper perturbs before the ReLU: an inactive or dropped unit passes no gradient back, so
+   its tangent would only add variance);
+2. get the directional derivatives of the local loss along u in forward mode
+   (:func:`torch.func.jvp` through the local classifier; no backward pass), one per example and
+   per *part* of z: ``fg_groups`` channel groups times, with ``fg_patches``, the conv heads' 2x2
+   pooling cells. This is the paper's local losses on feature groups and spatial patches with its
+   stop-gradient arrangement: part k's loss is the block's loss with every other part detached, so
+   its gradient on part k is the block loss's, and each part's ``(dL/dz_k . u_k) u_k`` is unbiased
+   with a variance that grows with the part's size, not the block's;
+3. estimate the activations' gradient as ``g_z = sum_k (dL/dz_k . u_k) u_k`` (E[u u^T] = I);
 4. propagate it to the block's own weights with one local vector-Jacobian product of the block
    (``z.backward(g_z)`` on the block's own graph only).
 
@@ -21,11 +27,17 @@ The trainer calls ``backward`` on the returned loss, so :meth:`ForwardGradient.u
 surrogate whose value is the local cross-entropy and whose gradient is exactly the estimate above:
 ``ce(head(z.detach())) + <z, g_z> - <z, g_z>.detach()``.
 
-What differs from the paper: one local loss per block and no local losses on spatial patches, no
-feature groups, no stop-gradient inside a block (a block of several layers gets the exact VJP of
-its whole graph from ``g_z``), one tangent per example per step, a linear head on 2x2 pooled
-features (the paper's heads pool and use a small MLP), and the run's optimiser (AdamW by default).
-The tangent is on the block's output after its ReLU, pooling and dropout.
+Why the parts matter (docs/results/2026-12-03-cpu/comparators/README.md): with one derivative
+for a whole block output of n = 256-1024 activations the estimate's variance is about n times the
+gradient's square, and AdamW, which scales every weight's step to about lr whatever its noise,
+turns that noise into a random walk that wrecks the wide blocks' features (worse than leaving
+them at their initialisation).
+
+What differs from the paper: patches are the heads' 2x2 pooling cells, not every position; the
+classifier of every part is the block's one head (the paper's too share one, on pooled features);
+a block of several layers gets the exact VJP of ``g_z`` through its whole graph (ours have one
+weight layer each, so no stop-gradient inside a block is needed); a linear head on 2x2 pooled
+features; the run's optimiser (AdamW; the paper: SGD with momentum and a cosine schedule).
 """
 
 from __future__ import annotations
@@ -40,31 +52,68 @@ from torch.nn import functional as F
 from noprop.methods.base import LossOutput
 from noprop.methods.config import ConvPaddingConfig
 from noprop.methods.local import LocalLearning
-from noprop.settings import setting
+from noprop.settings import ConfigError, setting
 
 
 @dataclass(frozen=True)
 class FGConfig(ConvPaddingConfig):
     fg_tangents: int = setting(1, "fg: random tangents per example and step whose forward-gradient "
                                "estimates are averaged (the paper: 1)", positive=True)
+    fg_groups: int = setting(32, "fg: feature groups of a block's output, each with its own directional "
+                             "derivative (the paper's local losses on groups; 1: one for the whole output)",
+                             positive=True)
+    fg_patches: bool = setting(True, "fg: each of the conv heads' 2x2 pooling cells is its own patch "
+                               "with its own directional derivative (the paper's spatial local losses)")
+    fg_active_only: bool = setting(True, "fg: tangent only on a block's non-zero outputs (the paper's "
+                                   "tangent before the ReLU: the same expectation, less variance)")
 
 
-def activity_forward_gradient(head: nn.Module, z: Tensor, y: Tensor, tangent: Tensor) -> Tensor:
-    """``g_z = (dL_i/dz_i . u_i) u_i`` for the mean cross-entropy ``L`` of ``head`` on ``z``.
+def activity_forward_gradient(head: nn.Module, z: Tensor, y: Tensor, tangent: Tensor,
+                              partition: Tensor | None = None) -> Tensor:
+    """``g_z = sum_k (dL_i/dz_ik . u_ik) u_ik`` for the mean cross-entropy ``L`` of ``head`` on ``z``.
 
-    The directional derivatives come from one forward-mode JVP of the per-example losses, with
-    ``head``'s parameters held fixed; nothing is back-propagated.
+    ``partition`` (integer ids 0..K-1 shaped like one example's ``z``; ``None``: one part) splits
+    the activations into K parts, each with its own directional derivative: every part's estimate
+    is unbiased, and the variance of ``(g . u) u`` grows with the number of elements it spans
+    (E||(g.u)u - g||^2 = (n + 1)||g||^2 for u ~ N(0, I_n)), so K parts divide it by about K.
+    The derivatives come from one forward-mode JVP of the per-example losses, with ``head``'s
+    parameters held fixed and the K parts' tangents stacked along the batch (the head acts on each
+    example alone); nothing is back-propagated.
     """
     params = {name: p.detach() for name, p in head.named_parameters()}
     buffers = dict(head.named_buffers())
-    batch = z.shape[0]
+    batch, shape = z.shape[0], z.shape[1:]
+    if partition is None:
+        partition = torch.zeros(shape, dtype=torch.long, device=z.device)
+    parts = int(partition.max()) + 1
+    masks = F.one_hot(partition, parts).movedim(-1, 0).unsqueeze(1).to(tangent.dtype)  # (K, 1, *shape)
+    labels = y.repeat(parts)
 
     def per_example(activations: Tensor) -> Tensor:
         logits = functional_call(head, (params, buffers), (activations,))
-        return F.cross_entropy(logits, y, reduction="none") / batch
+        return F.cross_entropy(logits, labels, reduction="none") / batch
 
-    _, directional = jvp(per_example, (z.detach(),), (tangent,))
-    return directional.detach().reshape(batch, *([1] * (z.dim() - 1))) * tangent
+    stacked = z.detach().expand(parts, *z.shape).reshape(parts * batch, *shape)
+    _, directional = jvp(per_example, (stacked,), ((masks * tangent).reshape(parts * batch, *shape),))
+    derivatives = directional.detach().reshape(parts, batch)  # part k of example i: dL_i/dz_ik . u_ik
+    return derivatives.T[:, partition] * tangent
+
+
+def output_partition(shape: torch.Size, groups: int, patches: bool, device: torch.device) -> Tensor:
+    """Part ids of one example's block output: ``groups`` contiguous feature (channel) groups, times
+    the 2x2 spatial cells of a conv output when ``patches`` (the heads pool to 2x2)."""
+    features = shape[0]
+    if groups > features:
+        raise ConfigError(f"fg_groups is {groups}, more than a block's {features} output features")
+    group = torch.arange(features, device=device) * groups // features
+    if len(shape) == 1:
+        return group
+    height, width = shape[1], shape[2]
+    if not patches:
+        return group[:, None, None].expand(features, height, width)
+    cell = (torch.arange(height, device=device)[:, None] * 2 // height * 2
+            + torch.arange(width, device=device)[None, :] * 2 // width)
+    return group[:, None, None] * 4 + cell[None]
 
 
 class ForwardGradient(LocalLearning):
@@ -80,9 +129,16 @@ class ForwardGradient(LocalLearning):
         z = self.blocks[unit](x)
         head = self.heads[unit]
         ce = F.cross_entropy(head(z.detach()), y)  # the head's exact gradient
-        tangents = self.config.fg_tangents
-        g = sum(activity_forward_gradient(head, z.float(), y, torch.randn_like(z, dtype=torch.float32))
-                for _ in range(tangents)) / tangents
+        config = self.config
+        zf = z.detach().float()
+        partition = output_partition(zf.shape[1:], config.fg_groups, config.fg_patches, zf.device)
+        g = torch.zeros_like(zf)
+        for _ in range(config.fg_tangents):
+            tangent = torch.randn_like(zf)
+            if config.fg_active_only:  # a zero output (ReLU off, dropped) passes no gradient back
+                tangent = tangent * (zf != 0)
+            g += activity_forward_gradient(head, zf, y, tangent, partition)
+        g /= config.fg_tangents
         inner = (z.float() * g).sum()  # its gradient wrt the block is the VJP of g through the block
         loss = ce + (inner - inner.detach())
         return LossOutput(loss=loss, terms={"ce": ce.detach()})
