@@ -195,3 +195,36 @@ def test_markdown_report_of_a_stopped_bench_tells_methods_not_run_from_failed_on
     assert next(line for line in lines if line.startswith("| ff |")).startswith("| ff | failed (1 run(s)) |")
     assert next(line for line in lines if line.startswith("| dt |")).startswith("| dt | not run yet |")
     assert any(line.startswith("Machine: AMD EPYC 9B14, 2 CPU(s), 2 torch thread(s)") for line in lines)
+
+
+def test_a_signal_to_the_bench_reaches_its_worker_once_and_is_reported(tmp_path):
+    """Ctrl-C or SIGTERM to ``noprop bench`` must let the worker checkpoint, not kill it: the signal
+    is passed on once (the worker sits outside the terminal's process group) and reported back."""
+    import signal
+    import threading
+    import time
+
+    from noprop.bench import run_forwarding_signals
+
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    worker = ("import signal, sys, time, pathlib\n"
+              "def stop(signum, frame):\n"
+              f"    pathlib.Path({str(got)!r}).write_text(str(signum)); sys.exit(128 + signum)\n"
+              "signal.signal(signal.SIGTERM, stop)\n"
+              f"pathlib.Path({str(ready)!r}).touch()\n"
+              "time.sleep(60)\n")
+
+    def send_when_ready() -> None:
+        for _ in range(400):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=send_when_ready, daemon=True).start()
+    with (tmp_path / "log.txt").open("w") as out:
+        returncode, signum = run_forwarding_signals([sys.executable, "-c", worker], out)
+    assert signum == signal.SIGTERM and returncode == 128 + signal.SIGTERM
+    assert got.read_text() == str(int(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back

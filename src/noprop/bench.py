@@ -28,9 +28,12 @@ import json
 import math
 import os
 import platform
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -46,6 +49,7 @@ from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods import Method
 from noprop.run import train_run
 from noprop.saved_run import CHECKPOINT
+from noprop.training.interrupt import SIGNALS, TrainingInterrupted
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -57,6 +61,17 @@ UNLIMITED_EPOCHS = 1_000_000
 
 class BenchError(ValueError):
     """A benchmark that cannot run as asked (unknown method, empty budget, ...)."""
+
+
+class BenchInterrupted(TrainingInterrupted):
+    """The bench stopped on SIGINT/SIGTERM after its running worker checkpointed; the same command
+    again keeps the finished runs and resumes the stopped one."""
+
+    def __init__(self, signum: int, out_dir: Path) -> None:
+        self.signum, self.run_dir, self.exit_code = signum, out_dir, 128 + signum
+        Exception.__init__(self, f"bench interrupted by {signal.Signals(signum).name}; finished runs are "
+                           f"kept in {shlex.quote(str(out_dir))} and the stopped one resumes from its "
+                           "checkpoint: run the same command again")
 
 
 @dataclass
@@ -340,20 +355,46 @@ def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str
     log(f"[bench] {what} ..." + (" (resuming from its checkpoint)" if resume else ""))
     t0 = time.time()
     with (run_dir / "log.txt").open("a" if resume else "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "noprop.bench", str(run_dir / SPEC_JSON)],
-                              stdout=out, stderr=subprocess.STDOUT, check=False)
+        returncode, signum = run_forwarding_signals([sys.executable, "-m", "noprop.bench",
+                                                     str(run_dir / SPEC_JSON)], out)
     if resume:
         atomic_write_json(run_dir / SPEC_JSON, spec)
-    if proc.returncode == 0:
+    if signum is not None:
+        raise BenchInterrupted(signum, run_dir.parent.parent)
+    if returncode == 0:
         record = json.loads((run_dir / RUN_JSON).read_text())
         log(f"[bench]   accuracy {record['test_accuracy']:.4f}  train {record['train_seconds']:.0f} s  "
             f"peak {record['train_peak_mb']:.0f} MB  ({time.time() - t0:.0f} s with evaluation)")
         return record
     tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
-    log(f"[bench]   FAILED (exit {proc.returncode}): {tail[0]}")
+    log(f"[bench]   FAILED (exit {returncode}): {tail[0]}")
     config = spec["config"]
     return {"method": config["method"], "repeat": spec["repeat"], "seed": config["seed"], "failed": True,
-            "returncode": proc.returncode, "error": tail[0], "run_dir": str(run_dir)}
+            "returncode": returncode, "error": tail[0], "run_dir": str(run_dir)}
+
+
+def run_forwarding_signals(argv: list[str], out: Any) -> tuple[int, int | None]:
+    """Run ``argv`` (output to ``out``) in its own session; SIGINT/SIGTERM reaching this process are
+    passed on to it once, so a worker checkpoints and exits instead of being killed with its parent
+    (a terminal's Ctrl-C reaches only this process: the worker is outside its process group).
+    Returns the exit status and the signal received (``None``: none)."""
+    received: list[int] = []
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+            proc.send_signal(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, forward) for sig in SIGNALS}
+    try:
+        returncode = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return returncode, (received[0] if received else None)
 
 
 def _write_bench(plan: BenchPlan, runs: list[dict[str, Any]], out_dir: Path, seconds: float, *,
@@ -472,7 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m noprop.bench RUN_SPEC.json (started by `noprop bench`)", file=sys.stderr)
         return 2
-    run_one(json.loads(Path(args[0]).read_text()))
+    try:
+        run_one(json.loads(Path(args[0]).read_text()))
+    except TrainingInterrupted as err:  # checkpointed: one line, not a traceback, in the run's log
+        print(f"noprop bench: {err}", file=sys.stderr)
+        return err.exit_code
     return 0
 
 
