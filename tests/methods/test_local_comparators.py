@@ -176,3 +176,15 @@ def test_comparator_trains_from_the_classifier(name):
     clf = Classifier(method=name, epochs=1, batch_size=16, device="cpu").fit(data.train_x.numpy(),
                                                                              data.train_y.numpy())
     assert clf.predict(data.test_x.numpy()).shape == (32,)
+
+
+@pytest.mark.parametrize("name", ["local", "predsim", "auglocal", "fg"])
+def test_the_image_block_methods_refuse_a_table_in_one_line(name, tmp_path, capsys):
+    from noprop.spec import DataSpec
+
+    with pytest.raises(ConfigError, match="13 features, not images"):
+        METHODS[name](DataSpec.vector(13, 3))
+    code = main(["train", "--dataset", "wine", "--method", name, "--epochs", "1", "-q",
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "not images" in err

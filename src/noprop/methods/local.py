@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from noprop.encoders import HIDDEN, ImageBranch, resolve_padding
 from noprop.methods.base import LossOutput, Method, TrainingUnit
 from noprop.methods.config import ConvPaddingConfig
+from noprop.settings import ConfigError
 from noprop.spec import DataSpec
 
 
@@ -44,6 +45,9 @@ class LocalLearning(Method):
     config_class = ConvPaddingConfig
 
     def __init__(self, spec: DataSpec, config: ConvPaddingConfig | None = None, **settings: object) -> None:
+        if not spec.is_image:  # the blocks are the paper's conv branch cut in four
+            raise ConfigError(f"method {self.name} trains the paper's image branch block by block; these "
+                              f"inputs are {spec.describe()}, not images (channels x height x width)")
         super().__init__(spec, config, **settings)
         padding = resolve_padding(self.config.conv_padding, spec)
         branch = ImageBranch(spec, padding=padding, batch_norm=True)
