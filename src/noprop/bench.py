@@ -374,9 +374,9 @@ def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str
 
 
 def run_forwarding_signals(argv: list[str], out: Any) -> tuple[int, int | None]:
-    """Run ``argv`` (output to ``out``) in its own session; SIGINT/SIGTERM reaching this process are
-    passed on to it once, so a worker checkpoints and exits instead of being killed with its parent
-    (a terminal's Ctrl-C reaches only this process: the worker is outside its process group).
+    """Run ``argv`` (output to ``out``) in a process group of its own; SIGINT/SIGTERM reaching this
+    process are passed on to it once, so a worker checkpoints and exits instead of being killed with
+    its parent (a terminal's Ctrl-C reaches only this process: the worker is outside its group).
     Returns the exit status and the signal received (``None``: none)."""
     received: list[int] = []
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
