@@ -178,7 +178,7 @@ def test_a_bench_run_stopped_after_a_checkpoint_goes_on_from_it(tmp_path, monkey
     with pytest.raises(RuntimeError, match="killed"):
         run_one(spec)
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
-    record = run_one({**spec, "resume": True})
+    record = run_one(spec, resume=True)
     assert record["resumed"] and record["epochs"] == 2.0
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2  # header, epoch 1 from before the stop, epoch 2 after it

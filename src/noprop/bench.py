@@ -33,7 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,7 +48,7 @@ from noprop.inference import InferenceOptions, readout_accuracies
 from noprop.methods import Method
 from noprop.run import train_run
 from noprop.saved_run import CHECKPOINT
-from noprop.training.interrupt import SIGNALS, TrainingInterrupted
+from noprop.training.interrupt import StopRequest, TrainingInterrupted
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -236,8 +235,9 @@ def subset(data: ClassificationData, train: int | None, test: int | None, seed: 
     return replace(data, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
 
 
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train one configuration into ``spec['run_dir']``; return (and write) its measurements."""
+def run_one(spec: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:
+    """Train one configuration into ``spec['run_dir']``; return (and write) its measurements.
+    ``resume``: go on from the checkpoint of a run of this spec that was stopped mid-way."""
     config = RunConfig.from_dict(spec["config"]).resolved()
     run_dir = Path(spec["run_dir"])
     data = load_dataset(config.dataset, config.data_dir, label_column=config.label_column)
@@ -247,8 +247,6 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     evaluation = MeasuredEvaluation(memory, data, InferenceOptions.of_run(config, device))
     # no temperatures: their fit after the last epoch would land in the training memory peak
-    # a run stopped mid-way (same spec, checkpoint on disk) goes on from its checkpoint
-    resume = bool(spec.get("resume")) and (run_dir / CHECKPOINT).is_file()
     trainer, results = train_run(config, run_dir, data=data, resume=resume, overwrite=not resume,
                                  evaluation=evaluation, fit_temperature_on=None)
     memory.pause()
@@ -333,11 +331,9 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, log=print) -> dict[str, Any]:
 
 def _same_spec(run_dir: Path, spec: dict[str, Any]) -> bool:
     try:
-        saved = json.loads((run_dir / SPEC_JSON).read_text())
+        return json.loads((run_dir / SPEC_JSON).read_text()) == spec
     except (OSError, ValueError):
         return False
-    saved.pop("resume", None)
-    return saved == spec
 
 
 def _finished_same_run(run_dir: Path, spec: dict[str, Any]) -> bool:
@@ -351,14 +347,12 @@ def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str
     training peak memory is then that of the resumed part (the record says ``resumed``)."""
     (run_dir / RUN_JSON).unlink(missing_ok=True)
     resume = _same_spec(run_dir, spec) and (run_dir / CHECKPOINT).is_file()
-    atomic_write_json(run_dir / SPEC_JSON, {**spec, "resume": resume} if resume else spec)
+    atomic_write_json(run_dir / SPEC_JSON, spec)
     log(f"[bench] {what} ..." + (" (resuming from its checkpoint)" if resume else ""))
     t0 = time.time()
+    argv = [sys.executable, "-m", "noprop.bench", str(run_dir / SPEC_JSON)] + (["--resume"] if resume else [])
     with (run_dir / "log.txt").open("a" if resume else "w") as out:
-        returncode, signum = run_forwarding_signals([sys.executable, "-m", "noprop.bench",
-                                                     str(run_dir / SPEC_JSON)], out)
-    if resume:
-        atomic_write_json(run_dir / SPEC_JSON, spec)
+        returncode, signum = run_forwarding_signals(argv, out)
     if signum is not None:
         raise BenchInterrupted(signum, run_dir.parent.parent)
     if returncode == 0:
@@ -375,26 +369,13 @@ def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str
 
 def run_forwarding_signals(argv: list[str], out: Any) -> tuple[int, int | None]:
     """Run ``argv`` (output to ``out``) in a process group of its own; SIGINT/SIGTERM reaching this
-    process are passed on to it once, so a worker checkpoints and exits instead of being killed with
-    its parent (a terminal's Ctrl-C reaches only this process: the worker is outside its group).
-    Returns the exit status and the signal received (``None``: none)."""
-    received: list[int] = []
+    process are passed on to it once (:class:`StopRequest`), so a worker checkpoints and exits
+    instead of being killed with its parent (a terminal's Ctrl-C reaches only this process: the
+    worker is outside its group). Returns the exit status and the signal received (``None``: none)."""
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def forward(signum: int, _frame: object) -> None:
-        if not received:
-            received.append(signum)
-            proc.send_signal(signum)
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, forward) for sig in SIGNALS}
-    try:
+    with StopRequest(on_stop=proc.send_signal) as stop:
         returncode = proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return returncode, (received[0] if received else None)
+    return returncode, stop.signum
 
 
 def _write_bench(plan: BenchPlan, runs: list[dict[str, Any]], out_dir: Path, seconds: float, *,
@@ -508,13 +489,14 @@ MEMORY_KINDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: ``python -m noprop.bench RUN_SPEC.json``."""
+    """Worker entry point: ``python -m noprop.bench RUN_SPEC.json [--resume]``."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m noprop.bench RUN_SPEC.json (started by `noprop bench`)", file=sys.stderr)
+    if not args or args[1:] not in ([], ["--resume"]):
+        print("usage: python -m noprop.bench RUN_SPEC.json [--resume] (started by `noprop bench`)",
+              file=sys.stderr)
         return 2
     try:
-        run_one(json.loads(Path(args[0]).read_text()))
+        run_one(json.loads(Path(args[0]).read_text()), resume=args[1:] == ["--resume"])
     except TrainingInterrupted as err:  # checkpointed: one line, not a traceback, in the run's log
         print(f"noprop bench: {err}", file=sys.stderr)
         return err.exit_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -42,8 +43,10 @@ class StopRequest:
     runner) this is a no-op and signals behave as usual.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[int], object] | None = None) -> None:
+        """``on_stop``: called with the signal number on the first signal (e.g. to pass it on)."""
         self.signum: int | None = None
+        self._on_stop = on_stop
         self._previous: dict[int, object] = {}
 
     @property
@@ -66,3 +69,5 @@ class StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
+        if self._on_stop is not None:
+            self._on_stop(signum)
