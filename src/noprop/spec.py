@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noprop.settings import ConfigError
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -54,8 +56,8 @@ class DataSpec:
         return len(self.input_shape) == 3
 
     def _image_dim(self, axis: int) -> int:
-        if not self.is_image:
-            raise ValueError(f"inputs of {self.describe()} are not images (channels x height x width)")
+        if not self.is_image:  # a user's data meeting image-only code: a setting to change, in one line
+            raise ConfigError(f"inputs of {self.describe()} are not images (channels x height x width)")
         return self.input_shape[axis]
 
     @property
