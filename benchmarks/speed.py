@@ -60,7 +60,7 @@ from noprop.device import (
     retain_freed_memory,
     step_layout,
 )
-from noprop.dropout import Dropout, use_dropout_rng
+from noprop.dropout import Dropout, dropout_rng_for, use_dropout_rng
 from noprop.encoders import ImageBranch
 from noprop.methods import Method, build_method
 from noprop.spec import DataSpec
@@ -114,8 +114,9 @@ class Variant:
     docs/benchmarks.md ("Where a CPU step's time goes"): ``channels_last=on|all|off`` (the images,
     and with ``all`` also the convolution weights, channels-last; default: the trainer's choice,
     :func:`noprop.device.channels_last_for`), ``dropout=torch`` (PyTorch's ``nn.Dropout`` in
-    place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way), ``dropout=fast``
-    (the run setting ``dropout_rng=fast``: other masks, a quarter of the generator's draws),
+    place of :class:`noprop.dropout.Dropout`, the same masks drawn the old way),
+    ``dropout=exact|fast`` (the run setting ``dropout_rng``; default: the trainer's choice,
+    :func:`noprop.dropout.dropout_rng_for`, ``fast`` for bf16 on a CPU),
     ``relu_pool=paper`` (the paper's ReLU-then-pool order in place of the image branch's
     pool-then-ReLU, the same values), ``dropout_grad=autograd`` (the mask product's gradient in the
     layout it arrives in, as before :class:`noprop.dropout.MaskProduct`), ``compile=blocks``
@@ -133,8 +134,8 @@ class Variant:
             self.method.to(memory_format=torch.channels_last)
         if self.switches.get("dropout") == "torch":
             use_torch_dropout(self.method)
-        elif self.switches.get("dropout"):
-            use_dropout_rng(self.method, self.switches["dropout"])
+        else:
+            use_dropout_rng(self.method, dropout_rng_for(self.switches.get("dropout", "auto"), precision, device))
         if self.switches.get("relu_pool") == "paper":
             relu_before_pool(self.method)
         if self.switches.get("dropout_grad") == "autograd":

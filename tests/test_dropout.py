@@ -10,7 +10,7 @@ import torch
 
 from helpers import make_blobs
 from noprop.config import RunConfig
-from noprop.dropout import Dropout, fast_keep_mask, fast_keep_threshold, use_dropout_rng
+from noprop.dropout import Dropout, dropout_rng_for, fast_keep_mask, fast_keep_threshold, use_dropout_rng
 from noprop.random_state import capture_rng_state, restore_rng_state
 from noprop.run import build_trainer
 from noprop.settings import ConfigError
@@ -134,11 +134,28 @@ def test_dropout_rng_is_a_run_setting_the_trainer_applies() -> None:
     config = RunConfig(num_blocks=2, dropout_rng="fast")
     assert RunConfig.from_dict(config.to_dict()).dropout_rng == "fast"
     old = {k: v for k, v in config.to_dict().items() if k != "dropout_rng"}
-    assert RunConfig.from_dict(old).dropout_rng == "exact"  # runs saved before the setting
+    assert RunConfig.from_dict(old).dropout_rng == "auto"  # runs saved before the setting
 
 
 def test_an_unknown_dropout_rng_is_a_one_line_error() -> None:
-    with pytest.raises(ConfigError, match=r"^dropout_rng must be one of exact, fast; got 'philox'$"):
+    with pytest.raises(ConfigError, match=r"^dropout_rng must be one of auto, exact, fast; got 'philox'$"):
         RunConfig(dropout_rng="philox")
     with pytest.raises(ConfigError, match="dropout_rng must be one of exact, fast"):
         use_dropout_rng(torch.nn.Sequential(Dropout(0.2)), "quick")
+    with pytest.raises(ConfigError, match="dropout_rng must be one of exact, fast"):
+        Dropout(0.2, rng="auto")  # a layer draws one way; auto is the run's choice of way
+
+
+def test_auto_draws_fast_masks_for_bf16_on_a_cpu_and_pytorchs_elsewhere() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert dropout_rng_for("auto", "bf16", cpu) == "fast"
+    assert dropout_rng_for("auto", "fp32", cpu) == "exact"
+    assert dropout_rng_for("auto", "bf16", cuda) == "exact"
+    assert dropout_rng_for("exact", "bf16", cpu) == "exact"
+    assert dropout_rng_for("fast", "fp32", cpu) == "fast"
+    data = make_blobs(64, 8, shape=(3, 16, 16))
+    for precision, rng in (("fp32", "exact"), ("bf16", "fast")):
+        trainer = build_trainer(RunConfig(num_blocks=2, epochs=1, progress=False, log_epochs=False,
+                                          precision=precision), data)
+        assert trainer.dropout_rng == rng
+        assert {m.rng for m in trainer.method.modules() if isinstance(m, Dropout)} == {rng}

@@ -124,9 +124,10 @@ class RunConfig:
                                  "for bf16 on a CPU (faster there); on: always (fp32 then rounds "
                                  "differently, ~1e-9); off: never (docs/benchmarks.md)",
                                  choices=CHANNELS_LAST_MODES)
-    dropout_rng: str = setting("exact", "how a CPU step draws dropout masks: exact: PyTorch's masks, bit "
+    dropout_rng: str = setting("auto", "how a CPU step draws dropout masks: exact: PyTorch's masks, bit "
                                "for bit; fast: 4x fewer generator draws, keep probability rounded "
-                               "to 1/65536 (docs/benchmarks.md)", choices=DROPOUT_RNGS)
+                               "to 1/65536; auto: fast for bf16 on a CPU, else exact "
+                               "(docs/benchmarks.md)", choices=DROPOUT_RNGS)
     cuda_graphs: bool = setting(False, "CUDA only: record each training step once as a CUDA graph and "
                                 "replay it per batch (same steps, fewer launches; docs/benchmarks.md)")
     # bookkeeping

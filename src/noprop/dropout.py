@@ -4,9 +4,11 @@ quarter of the generator's work per mask (``fast``).
 PyTorch's CPU dropout is ``x * bernoulli_(1 - p) / (1 - p)``. Its mask is drawn one element at a
 time from the process's Mersenne Twister (two 32-bit draws per element), whatever the precision or
 the thread count: in a bf16 step of the paper's block that serial draw is the largest single
-cost (docs/benchmarks.md, "Where a CPU step's time goes"). The run setting ``dropout_rng`` picks:
+cost (docs/benchmarks.md, "Where a CPU step's time goes"). The run setting ``dropout_rng`` picks
+(``auto``, the default: ``fast`` for bf16 on a CPU, where the draw costs most, ``exact`` elsewhere,
+so float32 runs keep PyTorch's masks; :func:`dropout_rng_for`):
 
-* ``exact`` (the default): ``torch.rand(float64) < 1 - p``, the draws ``bernoulli_`` makes, in
+* ``exact``: ``torch.rand(float64) < 1 - p``, the draws ``bernoulli_`` makes, in
   about half its time; every mask and every result as with ``nn.Dropout``.
 * ``fast``: one 64-bit draw (two 32-bit ones) gives four 16-bit uniforms ``u``, and an element
   is kept when ``u < k``, ``k = round((1 - p) * 2^16)``. The keep probability is ``k / 2^16``
@@ -34,17 +36,30 @@ from torch.nn import functional as F
 
 from noprop.settings import ConfigError
 
-#: Values of the ``dropout_rng`` setting.
-DROPOUT_RNGS = ("exact", "fast")
+#: Ways a :class:`Dropout` layer draws its masks.
+MASK_DRAWS = ("exact", "fast")
+#: Values of the ``dropout_rng`` run setting: a mask draw, or ``auto`` (:func:`dropout_rng_for`).
+DROPOUT_RNGS = ("auto", *MASK_DRAWS)
 #: Bits of one uniform of the ``fast`` draw: the keep probability is a multiple of ``2^-16``.
 FAST_BITS = 16
 
 
-def check_dropout_rng(rng: str) -> str:
-    """``rng`` if it is a known mask draw; else a one-line error."""
-    if rng not in DROPOUT_RNGS:
-        raise ConfigError(f"dropout_rng must be one of {', '.join(DROPOUT_RNGS)}; got {rng!r}")
+def check_dropout_rng(rng: str, allowed: tuple[str, ...] = MASK_DRAWS) -> str:
+    """``rng`` if it is one of ``allowed``; else a one-line error."""
+    if rng not in allowed:
+        raise ConfigError(f"dropout_rng must be one of {', '.join(allowed)}; got {rng!r}")
     return rng
+
+
+def dropout_rng_for(setting: str, precision: str, device: torch.device) -> str:
+    """The mask draw a run's ``dropout_rng`` setting resolves to: ``auto`` is ``fast`` for bf16 on a
+    CPU (there the serial draw is the largest cost of a step once bf16 has shortened the rest:
+    1.2x the step, docs/benchmarks.md) and ``exact`` elsewhere; ``exact`` and ``fast`` are
+    themselves. On CUDA every draw is PyTorch's own (:class:`Dropout` is ``F.dropout`` there)."""
+    check_dropout_rng(setting, DROPOUT_RNGS)
+    if setting != "auto":
+        return setting
+    return "fast" if precision == "bf16" and device.type == "cpu" else "exact"
 
 
 @cache

@@ -32,7 +32,7 @@ from torch import Tensor
 from noprop import device as devices
 from noprop.config import RunConfig
 from noprop.data.base import ClassificationData, num_batches
-from noprop.dropout import use_dropout_rng
+from noprop.dropout import dropout_rng_for, use_dropout_rng
 from noprop.inference import (
     InferenceOptions,
     Temperatures,
@@ -104,7 +104,9 @@ class Trainer:
         #: whether a step hands the model its images channels-last (``config.channels_last``)
         self.channels_last = devices.channels_last_for(config.channels_last, self.precision, self.device)
         self.method = method.to(self.device)
-        use_dropout_rng(self.method, config.dropout_rng)
+        #: ``exact`` or ``fast``: how this run's dropout layers draw their masks (``config.dropout_rng``)
+        self.dropout_rng = dropout_rng_for(config.dropout_rng, self.precision, self.device)
+        use_dropout_rng(self.method, self.dropout_rng)
         if self.device.type == "cpu":  # else every step page-faults its activations in afresh
             devices.retain_freed_memory()
         data.check_trainable(augment=config.augment)
@@ -434,6 +436,7 @@ class Trainer:
                            accuracy=accuracy, train_seconds=p.train_seconds, samples_seen=seen,
                            device=self.device, precision=self.precision,
                            flush_denormal=self.denormals_flushed, channels_last=self.channels_last,
+                           dropout_rng=self.dropout_rng,
                            units=units, untrained_units=self.untrained_units(),
                            **({"temperatures": self.temperatures.to_dict()} if self.temperatures else {}),
                            **(self.graphs.describe() if self.graphs is not None else {}),
