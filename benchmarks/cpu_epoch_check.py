@@ -2,7 +2,8 @@
 
 By default "before" is the step as it was (images channels-first, PyTorch's ``nn.Dropout``) and
 "after" the defaults (``channels_last: auto``: channels-last images in bf16 on a CPU;
-:class:`noprop.dropout.Dropout` with ``dropout_rng: auto``: fast masks in bf16 on a CPU); ``--before`` and ``--after`` set each side's run settings instead
+:class:`noprop.dropout.Dropout` with ``dropout_rng: auto``: fast masks in bf16 on a CPU);
+``--before`` and ``--after`` set each side's run settings instead
 (``NAME=VALUE``; ``dropout=torch`` is PyTorch's ``nn.Dropout``). On real CIFAR-10 batches, per
 precision:
 

@@ -135,7 +135,8 @@ class Variant:
         if self.switches.get("dropout") == "torch":
             use_torch_dropout(self.method)
         else:
-            use_dropout_rng(self.method, dropout_rng_for(self.switches.get("dropout", "auto"), precision, device))
+            draw = dropout_rng_for(self.switches.get("dropout", "auto"), precision, device)
+            use_dropout_rng(self.method, draw)
         if self.switches.get("relu_pool") == "paper":
             relu_before_pool(self.method)
         if self.switches.get("dropout_grad") == "autograd":
