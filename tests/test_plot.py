@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from noprop.cli import main
-from noprop.plot import PlotError, plot_path
+from noprop.plot import PlotError, method_colors, plot_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,3 +132,10 @@ def test_training_loss_panel_is_log_scale_and_short_runs_get_whole_epoch_ticks(t
     seen["fig"].canvas.draw()
     assert [t for t in acc_ax.get_xticks() if 0.5 <= t <= 2.5] == [1.0, 2.0]
     plt.close(seen["fig"])
+
+
+@pytest.mark.parametrize("count", [3, 10, 13, 20])
+def test_every_method_of_a_bench_gets_its_own_colour(count) -> None:
+    methods = [f"m{i}" for i in range(count)]
+    colors = method_colors(methods)
+    assert set(colors) == set(methods) and len(set(colors.values())) == count

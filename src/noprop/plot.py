@@ -190,6 +190,16 @@ def comparison_labels(run_dirs: Sequence[Path]) -> list[str]:
 # -- a benchmark ------------------------------------------------------------------------------
 
 
+def method_colors(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A distinct colour per method: matplotlib's ten default colours, or twenty (``tab20``,
+    strong shades first) when a bench has more methods, so no two lines share one."""
+    if len(methods) <= 10:
+        return {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
+    cmap = plt.get_cmap("tab20")
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # the ten strong shades, then their light pairs
+    return {m: cmap(order[i % 20]) for i, m in enumerate(methods)}
+
+
 def plot_bench(bench_dir: Path, out_dir: Path) -> list[Path]:
     bench = json.loads((bench_dir / BENCH_JSON).read_text())
     runs = [r for r in bench["runs"] if not r.get("failed")]
@@ -197,7 +207,7 @@ def plot_bench(bench_dir: Path, out_dir: Path) -> list[Path]:
         raise PlotError(f"{bench_dir}: every run failed; nothing to plot")
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = [m for m in bench["plan"]["methods"] if any(r["method"] == m for r in runs)]
-    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    colors = method_colors(methods)
     dataset = runs[0].get("dataset") or bench["plan"]["config"].get("dataset", "")
     curves = {id(r): _run_rows(bench_dir, r) for r in runs}
     written = [
