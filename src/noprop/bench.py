@@ -358,7 +358,8 @@ def _run_in_fresh_process(run_dir: Path, spec: dict[str, Any], *, log, what: str
     if returncode == 0:
         record = json.loads((run_dir / RUN_JSON).read_text())
         log(f"[bench]   accuracy {record['test_accuracy']:.4f}  train {record['train_seconds']:.0f} s  "
-            f"peak {record['train_peak_mb']:.0f} MB  ({time.time() - t0:.0f} s with evaluation)")
+            f"peak {record['train_peak_mb']:.0f} MB  ({time.time() - t0:.0f} s "
+            + ("since resuming)" if resume else "with evaluation)"))
         return record
     tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
     log(f"[bench]   FAILED (exit {returncode}): {tail[0]}")
