@@ -163,6 +163,12 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 
+def bf16_on_cpu(precision: str, device: torch.device) -> bool:
+    """Whether a run computes in bf16 on a CPU: where the ``auto`` settings tuned for that case
+    (channels-last images, ``fast`` dropout masks) switch on."""
+    return precision == "bf16" and device.type == "cpu"
+
+
 def channels_last_for(setting: str, precision: str, device: torch.device) -> bool:
     """Whether training steps hand the model their images channels-last (NHWC), from the run's
     ``channels_last`` setting and its resolved ``precision``.
@@ -176,7 +182,7 @@ def channels_last_for(setting: str, precision: str, device: torch.device) -> boo
         raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST_MODES)}; got {setting!r}")
     if setting != "auto":
         return setting == "on"
-    return precision == "bf16" and device.type == "cpu"
+    return bf16_on_cpu(precision, device)
 
 
 def step_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from noprop.device import bf16_on_cpu
 from noprop.settings import ConfigError
 
 #: Ways a :class:`Dropout` layer draws its masks.
@@ -59,7 +60,7 @@ def dropout_rng_for(setting: str, precision: str, device: torch.device) -> str:
     check_dropout_rng(setting, DROPOUT_RNGS)
     if setting != "auto":
         return setting
-    return "fast" if precision == "bf16" and device.type == "cpu" else "exact"
+    return "fast" if bf16_on_cpu(precision, device) else "exact"
 
 
 @cache
