@@ -184,6 +184,31 @@ def test_a_bench_run_stopped_after_a_checkpoint_goes_on_from_it(tmp_path, monkey
     assert len(rows) == 1 + 2  # header, epoch 1 from before the stop, epoch 2 after it
 
 
+def test_a_bench_refuses_runs_of_other_settings_in_its_directory_unless_told_to_replace_them(tmp_path,
+                                                                                              monkeypatch):
+    plan = BenchPlan(methods=["cnn"], config={"dataset": "digits", "epochs": 2}, baseline="cnn")
+    (_, _, config), = plan.run_configs()
+    run_dir = tmp_path / "runs" / "cnn-r0"
+    run_dir.mkdir(parents=True)
+    earlier = {"config": {**config.to_dict(), "epochs": 1}, "run_dir": str(run_dir), "repeat": 0,
+               "train_subset": None, "test_subset": None}
+    (run_dir / "bench_spec.json").write_text(json.dumps(earlier))
+    (run_dir / RUN_JSON).write_text(json.dumps(_run("cnn", 0, 0.5, 1, 1)))
+    monkeypatch.setattr("noprop.bench._run_in_fresh_process", lambda *a, **k: _run("cnn", 0, 0.9, 1, 1))
+    clash = r"holds runs of other settings \(cnn-r0: epochs: 1 → 2\); pass --overwrite"
+    with pytest.raises(BenchError, match=clash):
+        run_bench(plan, tmp_path, log=lambda _: None)
+    assert json.loads((run_dir / RUN_JSON).read_text())["test_accuracy"] == 0.5  # nothing touched
+    lines: list[str] = []
+    bench = run_bench(plan, tmp_path, overwrite=True, log=lines.append)
+    assert any("replacing the run of other settings" in line and "(epochs: 1 → 2)" in line for line in lines)
+    assert bench["runs"][0]["test_accuracy"] == 0.9
+    lines.clear()
+    (run_dir / "bench_spec.json").write_text(json.dumps({**earlier, "config": config.to_dict()}))
+    run_bench(plan, tmp_path, log=lines.append)  # the same settings: kept, no --overwrite needed
+    assert lines == ["[bench] cnn repeat 1/1 (seed 0): kept from an earlier run"]
+
+
 def test_markdown_report_of_a_stopped_bench_tells_methods_not_run_from_failed_ones():
     runs = [_run("backprop", 0, 0.95, 20, 400), {"method": "ff", "repeat": 0, "failed": True}]
     bench = {"plan": {"config": {"dataset": "mnist", "epochs": 5, "num_threads": 2}, "repeats": 1,

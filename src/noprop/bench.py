@@ -307,22 +307,35 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_bench(plan: BenchPlan, out_dir: Path, *, log=print) -> dict[str, Any]:
-    """Run every planned run in a fresh process; write ``bench.json`` and ``bench.md``."""
-    planned = plan.run_configs()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs: list[dict[str, Any]] = []
-    started = time.time()
-    for method, repeat, config in planned:
+def run_bench(plan: BenchPlan, out_dir: Path, *, overwrite: bool = False, log=print) -> dict[str, Any]:
+    """Run every planned run in a fresh process; write ``bench.json`` and ``bench.md``.
+
+    A rerun into the same ``out_dir`` keeps finished runs of the same settings and resumes a stopped
+    one from its checkpoint. Runs there of other settings are refused before anything starts (every
+    difference named), or replaced with ``overwrite``."""
+    planned = []
+    for method, repeat, config in plan.run_configs():
         run_dir = out_dir / "runs" / f"{method}-r{repeat}"
-        run_dir.mkdir(parents=True, exist_ok=True)
         spec = {"config": config.to_dict(), "run_dir": str(run_dir), "repeat": repeat,
                 "train_subset": plan.train_subset, "test_subset": plan.test_subset}
         what = f"{method} repeat {repeat + 1}/{plan.repeats} (seed {config.seed})"
-        if _finished_same_run(run_dir, spec):  # a rerun of a stopped bench keeps finished runs
+        planned.append((run_dir, spec, what, _changed_settings(run_dir, spec)))
+    clashes = [f"{run_dir.name}: {'; '.join(changed)}" for run_dir, _, _, changed in planned if changed]
+    if clashes and not overwrite:
+        raise BenchError(f"{out_dir} holds runs of other settings ({' | '.join(clashes)}); pass --overwrite "
+                         "to replace them, or give another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    started = time.time()
+    for run_dir, spec, what, changed in planned:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if _finished_same_run(run_dir, spec):
             log(f"[bench] {what}: kept from an earlier run")
             record = json.loads((run_dir / RUN_JSON).read_text())
         else:
+            if changed:
+                log(f"[bench] {what}: replacing the run of other settings in {run_dir} "
+                    f"({'; '.join(changed)})")
             record = _run_in_fresh_process(run_dir, spec, log=log, what=what)
         runs.append(record)
         bench = _write_bench(plan, runs, out_dir, time.time() - started, complete=len(runs) == len(planned))
@@ -334,6 +347,18 @@ def _same_spec(run_dir: Path, spec: dict[str, Any]) -> bool:
         return json.loads((run_dir / SPEC_JSON).read_text()) == spec
     except (OSError, ValueError):
         return False
+
+
+def _changed_settings(run_dir: Path, spec: dict[str, Any]) -> list[str]:
+    """``name: earlier → now`` for every setting in which the spec of the run already in ``run_dir``
+    differs from ``spec`` (empty when there is none or it is the same). A new default shows here too."""
+    try:
+        earlier = json.loads((run_dir / SPEC_JSON).read_text())
+    except (OSError, ValueError):
+        return []
+    flat = [{**{k: v for k, v in s.items() if k != "config"}, **s.get("config", {})} for s in (earlier, spec)]
+    return [f"{key}: {flat[0].get(key, '(unset)')} → {flat[1].get(key, '(unset)')}"
+            for key in sorted(flat[0].keys() | flat[1].keys()) if flat[0].get(key) != flat[1].get(key)]
 
 
 def _finished_same_run(run_dir: Path, spec: dict[str, Any]) -> bool:

@@ -44,7 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: all)")
     p.add_argument("--test-subset", dest="test_subset", type=positive_int, default=None,
                    help="evaluate on a fixed random N test examples (default: all)")
-    p.add_argument("--out", type=Path, required=True, help="bench directory to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="bench directory to write; run again, it keeps finished runs and resumes a "
+                        "stopped one")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace runs in --out whose settings differ from this bench's (default: refuse)")
     add_config_flags(p, method_flag=False)
     p.add_argument("--method", dest="single_method", default=None, help=argparse.SUPPRESS)  # to refuse it
     p.set_defaults(handler=cmd_bench)
@@ -63,7 +67,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plan = BenchPlan(methods=args.methods, config=overrides, repeats=args.repeats,
                      train_subset=args.train_subset, test_subset=args.test_subset, baseline=args.baseline)
     try:
-        bench = run_bench(plan, args.out)
+        bench = run_bench(plan, args.out, overwrite=args.overwrite)
     except BenchError as err:
         raise UsageError(str(err)) from None
     print((args.out / "bench.md").read_text(), end="")
