@@ -17,4 +17,5 @@ progress = run.saved.progress
 print("epoch", progress.epoch, "step", progress.step, "train_seconds", progress.train_seconds)
 data = load_dataset("mnist", sys.argv[3], download=False, progress=False)
 idx = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(0))[:n]
-print("test accuracy on", n, "seeded random test images:", accuracy(run.method, data.test_x[idx], data.test_y[idx]))
+print("test accuracy on", n, "seeded random test images:",
+      accuracy(run.method, data.test_x[idx], data.test_y[idx]))
