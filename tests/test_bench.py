@@ -125,6 +125,35 @@ def test_bench_cli_refuses_method_and_unknown_methods_with_one_line_errors(tmp_p
     assert not (tmp_path / "bench.json").exists()
 
 
+def test_a_setting_for_one_method_overrides_the_shared_one_for_it_alone():
+    plan = BenchPlan(methods=["dt", "fg", "ct"], config={"epochs": 1, "lr": 1e-3, "seed": 3}, repeats=2,
+                     method_settings={"fg": {"lr": "0.01"}, "ct": {"optimizer": "adam"}})
+    configs = {(m, r): c for m, r, c in plan.run_configs()}
+    assert configs["fg", 0].lr == 0.01 and configs["dt", 0].lr == configs["ct", 1].lr == 1e-3
+    assert configs["ct", 0].optimizer == "adam" and configs["dt", 0].optimizer != "adam"
+    assert configs["fg", 1].seed == 4 and configs["fg", 1].lr == 0.01  # every repeat gets it
+    for settings, refusal in [({"fg": {"num_blocks": "3"}}, "fg: method fg does not take num_blocks"),
+                              ({"ff": {"lr": "1"}}, "settings given for ff, which this bench does not run"),
+                              ({"fg": {"lr": "fast"}}, "fg: lr must be a number")]:
+        with pytest.raises(BenchError, match=refusal):
+            BenchPlan(methods=["dt", "fg"], config={"epochs": 1}, method_settings=settings).run_configs()
+
+
+def test_bench_cli_for_takes_setting_value_pairs_and_reports_them(tmp_path, capsys):
+    assert main(["bench", "--methods", "cnn", "--epochs", "1", "--for", "cnn", "lr",
+                 "--out", str(tmp_path)]) == 2
+    assert "SETTING=VALUE" in capsys.readouterr().err
+    assert main(["bench", "--methods", "cnn", "--epochs", "1", "--for", "cnn", "num-blocks=3",
+                 "--out", str(tmp_path)]) == 2
+    assert "cnn: method cnn does not take num_blocks" in capsys.readouterr().err
+    bench = {"plan": {"config": {"dataset": "mnist", "epochs": 5}, "repeats": 1, "train_subset": None,
+                      "test_subset": None, "baseline": "backprop", "method_settings": {"fg": {"lr": 0.01}}},
+             "machine": {"processor": "x86_64", "cpu": "", "cpu_count": 2, "torch_version": "2.x",
+                         "date_utc": "2026-01-01 00:00 UTC"},
+             "summary": summarize([], ["fg"])}
+    assert "for one method only: fg: lr 0.01." in markdown_report(bench).splitlines()[0]
+
+
 def test_run_one_records_accuracy_memory_readouts_and_parameters(tmp_path):
     spec = {"config": RunConfig(method="local", dataset="digits", epochs=1, batch_size=64,
                                 progress=False).to_dict(),

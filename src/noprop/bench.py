@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from noprop.atomic import atomic_write_json, write_report_files
-from noprop.config import RunConfig, split_settings
+from noprop.config import ConfigError, RunConfig, split_settings
 from noprop.data import ClassificationData, load_dataset
 from noprop.device import peak_memory_mb, resolve_device
 from noprop.inference import InferenceOptions, readout_accuracies
@@ -75,7 +75,10 @@ class BenchInterrupted(TrainingInterrupted):
 
 @dataclass
 class BenchPlan:
-    """What to run: methods, the shared run configuration, repeats and optional data subsets."""
+    """What to run: methods, the shared run configuration, repeats and optional data subsets.
+
+    ``method_settings``: settings for one method only, over the shared ones (``{"fg": {"lr": 0.01}}``),
+    so that each baseline can run as its own paper has it in the same bench."""
 
     methods: list[str]
     config: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +86,7 @@ class BenchPlan:
     train_subset: int | None = None
     test_subset: int | None = None
     baseline: str = "backprop"
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def run_configs(self) -> list[tuple[str, int, RunConfig]]:
         """``(method, repeat, config)`` for every run, in execution order."""
@@ -107,13 +111,20 @@ class BenchPlan:
         unused = sorted(k for k in shared if not any(k in names for names in takers.values()))
         if unused:
             raise BenchError(f"no method among {', '.join(self.methods)} takes {', '.join(unused)}")
+        strays = sorted(set(self.method_settings) - set(self.methods))
+        if strays:
+            raise BenchError(f"settings given for {', '.join(strays)}, which this bench does not run")
+        configs = {}
+        for method in self.methods:
+            own = self.method_settings.get(method, {})
+            try:
+                configs[method] = RunConfig.from_dict({**run, **_taken(shared, takers[method]), **own,
+                                                       "method": method, "seed": seed})
+            except ConfigError as err:
+                raise BenchError(f"{method}: {err}" if own else str(err)) from None
         # repeat-major: a bench stopped early has every method once before any twice
-        return [
-            (method, r, RunConfig.from_dict({**run, **_taken(shared, takers[method]),
-                                             "method": method, "seed": seed + r}))
-            for r in range(self.repeats)
-            for method in self.methods
-        ]
+        return [(method, r, configs[method].replace(seed=seed + r))
+                for r in range(self.repeats) for method in self.methods]
 
 
 def _taken(settings: dict[str, Any], names: set[str]) -> dict[str, Any]:
@@ -470,10 +481,12 @@ def markdown_report(bench: dict[str, Any]) -> str:
     subsets = ", ".join(f"{k.split('_')[0]} subset {plan[k]}"
                         for k in ("train_subset", "test_subset") if plan[k])
     baseline = plan["baseline"]
+    own = "; ".join(f"{method}: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+                    for method, settings in plan.get("method_settings", {}).items() if settings)
     lines = [
         f"Dataset {cfg.get('dataset', 'digits')}; budget: {' and '.join(budget) or 'method defaults'}; "
         f"{plan['repeats']} repeat(s) per method (seed {cfg.get('seed', 0)} + repeat)"
-        + (f"; {subsets}" if subsets else "") + ".",
+        + (f"; {subsets}" if subsets else "") + (f"; for one method only: {own}" if own else "") + ".",
         f"Machine: {machine.get('cpu') or machine['processor']}, {machine['cpu_count']} CPU(s)"
         + (f", {cfg['num_threads']} torch thread(s)" if cfg.get("num_threads") else "")
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")

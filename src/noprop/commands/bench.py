@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "stopped one")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs in --out whose settings differ from this bench's (default: refuse)")
+    p.add_argument("--for", dest="method_settings", nargs="+", action="append", default=[],
+                   metavar="METHOD SETTING=VALUE",
+                   help="settings for one method only, over the shared flags: --for fg lr=0.01 "
+                        "--for ct optimizer=adam (repeatable)")
     add_config_flags(p, method_flag=False)
     p.add_argument("--method", dest="single_method", default=None, help=argparse.SUPPRESS)  # to refuse it
     p.set_defaults(handler=cmd_bench)
@@ -65,7 +69,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.baseline not in args.methods:
         print(f"note: baseline {args.baseline!r} is not among --methods; no ratios will be computed")
     plan = BenchPlan(methods=args.methods, config=overrides, repeats=args.repeats,
-                     train_subset=args.train_subset, test_subset=args.test_subset, baseline=args.baseline)
+                     train_subset=args.train_subset, test_subset=args.test_subset, baseline=args.baseline,
+                     method_settings=method_settings(args.method_settings))
     try:
         bench = run_bench(plan, args.out, overwrite=args.overwrite)
     except BenchError as err:
@@ -73,3 +78,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print((args.out / "bench.md").read_text(), end="")
     print(f"bench directory: {args.out}")
     return 0 if all(not r.get("failed") for r in bench["runs"]) else 1
+
+
+def method_settings(groups: list[list[str]]) -> dict[str, dict[str, str]]:
+    """``--for METHOD SETTING=VALUE ...`` groups as ``{method: {setting: value}}`` (values are
+    converted and checked where the method's configuration is built)."""
+    settings: dict[str, dict[str, str]] = {}
+    for method, *pairs in groups:
+        if not pairs or any("=" not in pair for pair in pairs):
+            raise UsageError(f"--for {method} takes SETTING=VALUE pairs after the method "
+                             "(e.g. --for fg lr=0.01)")
+        for pair in pairs:
+            name, value = pair.split("=", 1)
+            settings.setdefault(method, {})[name.strip().lstrip("-").replace("-", "_")] = value
+    return settings
