@@ -128,13 +128,18 @@ def _set_flush_denormal(on: bool) -> bool:
 @cache
 def _openmp_parallel() -> Callable[..., None] | None:
     """``GOMP_parallel(fn, data, num_threads, flags)`` of the OpenMP runtime torch has loaded
-    (libgomp, or Intel's/LLVM's, which export it too); ``None`` where there is none to be found."""
+    (libgomp, or Intel's/LLVM's, which export it too); ``None`` where there is none to be found.
+
+    Other packages bring their own copies (scikit-learn's libgomp): their threads are not torch's,
+    so the one in torch's own folders comes first."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
+    torch_dir = str(Path(torch.__file__).resolve().parent)  # torch/lib, or torch.libs beside it
     libraries = sorted({line.split()[-1] for line in maps.splitlines()
-                        if re.search(r"/lib(gomp|iomp5|omp)[^/]*\.so", line)})
+                        if re.search(r"/lib(gomp|iomp5|omp)[^/]*\.so", line)},
+                       key=lambda path: (not path.startswith(torch_dir), path))
     for path in libraries:
         try:
             function = ctypes.CDLL(path).GOMP_parallel

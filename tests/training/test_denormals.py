@@ -7,9 +7,12 @@ shrinks by beta1 = 0.9 per step into the denormal range (< 1.18e-38) within a fe
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+from noprop import device
 from noprop.config import RunConfig
 from noprop.data import ClassificationData
 from noprop.device import flushed_denormals
@@ -82,6 +85,9 @@ def test_flushing_is_restored_after_the_outermost_block() -> None:
 def test_flushing_reaches_every_thread_of_an_op_whose_threads_started_before_it() -> None:
     """The flags are per thread: torch's OpenMP threads started before the flush must get it too
     (without that, half of a two-thread op's results stayed denormal and a run slowed 10x)."""
+    with contextlib.suppress(ImportError):  # brings a second libgomp whose threads are not torch's
+        import sklearn  # noqa: F401
+    device._openmp_parallel.cache_clear()  # choose the runtime again, with both loaded
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--for", dest="method_settings", nargs="+", action="append", default=[],
                    metavar="METHOD SETTING=VALUE",
                    help="settings for one method only, over the shared flags: --for fg lr=0.01 "
-                        "--for ct optimizer=adam (repeatable)")
+                        "--for ct optimizer=adam (repeatable; default: none)")
     add_config_flags(p, method_flag=False)
     p.add_argument("--method", dest="single_method", default=None, help=argparse.SUPPRESS)  # to refuse it
     p.set_defaults(handler=cmd_bench)
