@@ -353,19 +353,23 @@ def run_bench(plan: BenchPlan, out_dir: Path, *, overwrite: bool = False, log=pr
     return bench
 
 
-def _same_spec(run_dir: Path, spec: dict[str, Any]) -> bool:
+def _earlier_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The spec of the run already in ``run_dir``; ``None`` when there is none (or it is unreadable)."""
     try:
-        return json.loads((run_dir / SPEC_JSON).read_text()) == spec
+        return json.loads((run_dir / SPEC_JSON).read_text())
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _same_spec(run_dir: Path, spec: dict[str, Any]) -> bool:
+    return _earlier_spec(run_dir) == spec
 
 
 def _changed_settings(run_dir: Path, spec: dict[str, Any]) -> list[str]:
     """``name: earlier → now`` for every setting in which the spec of the run already in ``run_dir``
     differs from ``spec`` (empty when there is none or it is the same). A new default shows here too."""
-    try:
-        earlier = json.loads((run_dir / SPEC_JSON).read_text())
-    except (OSError, ValueError):
+    earlier = _earlier_spec(run_dir)
+    if earlier is None:
         return []
     flat = [{**{k: v for k, v in s.items() if k != "config"}, **s.get("config", {})} for s in (earlier, spec)]
     return [f"{key}: {flat[0].get(key, '(unset)')} → {flat[1].get(key, '(unset)')}"
