@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from helpers import make_blobs
@@ -17,7 +18,7 @@ from noprop.cli import main
 from noprop.config import RunConfig
 from noprop.locality import check_locality
 from noprop.methods import METHODS
-from noprop.methods.fg import ForwardGradient, activity_forward_gradient, output_partition
+from noprop.methods.fg import ForwardGradient, activity_forward_gradient, output_partition, part_derivatives
 from noprop.methods.predsim import PredSim, similarity_matrix
 from noprop.run import train_run
 from noprop.settings import ConfigError
@@ -88,6 +89,26 @@ def test_forward_gradient_directional_derivative_is_exact_and_estimate_unbiased(
     torch.testing.assert_close(g, (z.grad * u).sum(1, keepdim=True) * u)
     mean = sum(activity_forward_gradient(head, z, y, torch.randn(8, 256)) for _ in range(2000)) / 2000
     assert F.cosine_similarity(mean.flatten(), z.grad.flatten(), dim=0) > 0.9
+
+
+@pytest.mark.parametrize("size", [4, 5], ids=["pooling-aligned", "windows-overlap"])
+def test_forward_gradient_part_derivatives_are_exact_through_a_pooling_head(size):
+    # 4x4: the 2x2 pooling's windows each lie in one part, so the JVP runs on pooled activations;
+    # 5x5: the adaptive pooling's windows overlap the cells, so the JVP runs at full size. Both
+    # must give every part's exact directional derivative dL_i/dz_ik . u_ik.
+    torch.manual_seed(0)
+    head = ForwardGradient(SPEC).heads[1]
+    y = torch.tensor([0, 1, 0])
+    z = torch.randn(3, 64, size, size, requires_grad=True)
+    F.cross_entropy(head(z), y).backward()
+    u = torch.randn_like(z)
+    unpooled = nn.Sequential(nn.Identity(), *head)  # the same head, without the shortcut
+    uneven = torch.randint(0, 40, z.shape[1:])  # channels with different numbers of parts
+    for parts in (output_partition(z.shape[1:], 8, True, z.device), uneven):
+        count = int(parts.max()) + 1
+        exact = torch.stack([(z.grad * u * (parts == k)).flatten(1).sum(1) for k in range(count)], dim=1)
+        torch.testing.assert_close(part_derivatives(head, z.detach(), y, u, parts), exact)
+        torch.testing.assert_close(part_derivatives(unpooled, z.detach(), y, u, parts), exact)
 
 
 def test_forward_gradient_unit_reports_cross_entropy_and_moves_block_by_vjp_of_the_estimate():
