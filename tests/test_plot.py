@@ -139,3 +139,25 @@ def test_every_method_of_a_bench_gets_its_own_colour(count) -> None:
     methods = [f"m{i}" for i in range(count)]
     colors = method_colors(methods)
     assert set(colors) == set(methods) and len(set(colors.values())) == count
+
+
+@pytest.mark.parametrize(("slow_seconds", "scale"), [(50.0, "linear"), (500.0, "log")])
+def test_accuracy_against_time_goes_log_when_methods_differ_tenfold_and_keeps_its_legend_outside(
+        tmp_path, monkeypatch, slow_seconds, scale):
+    import matplotlib.pyplot as plt
+
+    from noprop import plot
+
+    seen = {}
+    monkeypatch.setattr(plot, "_save", lambda fig, path: seen.setdefault("fig", fig) and path)
+    runs = [{"method": "fast"}, {"method": "slow"}]
+    curves = {id(runs[0]): [{"epoch_seconds": 10.0, "test_accuracy": 0.5}] * 2,  # 20 s in all
+              id(runs[1]): [{"epoch_seconds": slow_seconds / 2, "test_accuracy": 0.6}] * 2}
+    methods = ["fast", "slow"]
+    plot._plot_accuracy_vs_time(runs, curves, methods, method_colors(methods), "x", tmp_path)
+    (ax,) = seen["fig"].axes
+    assert ax.get_xscale() == scale
+    seen["fig"].canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1  # beside the curves, not over them
+    plt.close(seen["fig"])

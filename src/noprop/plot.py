@@ -42,6 +42,8 @@ METRICS = "metrics.csv"
 BENCH_JSON = "bench.json"
 RUN_JSON = "bench_run.json"
 DPI = 120
+#: methods whose training times differ by more than this factor share a log time axis
+TIME_SPREAD_FOR_LOG_AXIS = 10.0
 
 
 class PlotError(ValueError):
@@ -238,7 +240,7 @@ def _cumulative_seconds(rows: list[dict[str, Any]]) -> list[float]:
 
 
 def _plot_accuracy_vs_time(runs, curves, methods, colors, dataset, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     labelled: set[str] = set()
     for r in runs:
         rows = curves[id(r)]
@@ -250,8 +252,13 @@ def _plot_accuracy_vs_time(runs, curves, methods, colors, dataset, path: Path) -
         labelled.add(m)
     ax.set(title=f"Test accuracy against training time ({dataset})", xlabel="training seconds (cumulative)",
            ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(title="method (one line per repeat)", fontsize="small")
+    totals = [_cumulative_seconds(curves[id(r)])[-1] for r in runs if curves[id(r)]]
+    if totals and min(totals) > 0 and max(totals) / min(totals) > TIME_SPREAD_FOR_LOG_AXIS:
+        ax.set_xscale("log")  # a 30 s and a 1,400 s method on one axis: both curves readable
+    ax.grid(alpha=0.3, which="both")
+    # outside the axes: with a dozen methods a legend inside covers some of their curves
+    ax.legend(title="method (one line per repeat)", fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
 
